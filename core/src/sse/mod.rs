@@ -1,0 +1,1 @@
+//! Server-Sent Events: frame encoder and incremental decoder (WHATWG rules).

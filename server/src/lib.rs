@@ -1,0 +1,1 @@
+//! Tidings server (work in progress).

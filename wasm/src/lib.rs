@@ -1,0 +1,1 @@
+//! Tidings browser client (work in progress).
