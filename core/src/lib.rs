@@ -9,3 +9,4 @@
 extern crate alloc;
 
 pub mod sse;
+pub mod topic;
