@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing the browser client needs, once:
+# the wasm32 target and wasm-bindgen-cli at exactly the `wasm-bindgen`
+# version locked in Cargo.lock (a mismatched CLI refuses the module).
+# Usage: scripts/lib/ensure-wasm-tools.sh   (idempotent; sourcing works too)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+
+want="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$root/Cargo.lock")"
+if [ -z "$want" ]; then
+  echo "ensure-wasm-tools: no wasm-bindgen in Cargo.lock" >&2
+  exit 1
+fi
+have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)"
+if [ "$have" != "$want" ]; then
+  # Not --locked: the CLI's lock file wants a webpki-roots release the
+  # registry here lacks (see TOOLCHAIN.md).
+  cargo install wasm-bindgen-cli --version "=$want" --force
+fi
