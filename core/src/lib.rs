@@ -8,5 +8,6 @@
 
 extern crate alloc;
 
+pub mod broker;
 pub mod sse;
 pub mod topic;

@@ -1,0 +1,195 @@
+//! Retained messages for replay: per topic, bounded per topic and in total.
+
+use alloc::{
+    collections::{BTreeMap, VecDeque},
+    vec::Vec,
+};
+
+use super::{MessageId, SharedMessage};
+use crate::topic::{Pattern, Topic};
+
+/// Bounds on what the history keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Messages kept per topic (0 turns history off).
+    pub per_topic: usize,
+    /// Payload bytes kept per topic.
+    pub per_topic_bytes: usize,
+    /// Messages kept across all topics.
+    pub total: usize,
+    /// Payload bytes kept across all topics.
+    pub total_bytes: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self {
+            per_topic: 1_000,
+            per_topic_bytes: 1 << 20,
+            total: 100_000,
+            total_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TopicHistory<M> {
+    messages: VecDeque<SharedMessage<M>>,
+    bytes: usize,
+    /// Newest id evicted from this topic: a resume before it has a gap.
+    evicted_through: Option<MessageId>,
+}
+
+/// Per-topic message history with a global eviction order.
+///
+/// Topics appear when first published to and disappear when their last
+/// message is evicted, so the map never holds empty topics.
+#[derive(Debug)]
+pub(super) struct History<M> {
+    limits: HistoryLimits,
+    topics: BTreeMap<Topic, TopicHistory<M>>,
+    /// Every retained message's id and topic in publish order, plus slots of
+    /// messages already evicted by their topic's own bound (skipped lazily;
+    /// its length is still bounded by `limits.total`).
+    order: VecDeque<(MessageId, Topic)>,
+    count: usize,
+    bytes: usize,
+    /// Newest id of a topic evicted as a whole: we no longer know whether a
+    /// resume before it misses something.
+    forgotten_through: Option<MessageId>,
+}
+
+/// What a resume finds in the history.
+pub(super) struct Replay<M> {
+    pub messages: Vec<SharedMessage<M>>,
+    pub gap: bool,
+}
+
+impl<M> History<M> {
+    pub fn new(limits: HistoryLimits) -> Self {
+        Self {
+            limits,
+            topics: BTreeMap::new(),
+            order: VecDeque::new(),
+            count: 0,
+            bytes: 0,
+            forgotten_through: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Retains `message` and evicts what the limits no longer allow.
+    pub fn push(&mut self, message: &SharedMessage<M>) {
+        let limits = self.limits;
+        if limits.per_topic == 0 || limits.total == 0 {
+            self.note_forgotten(message.id);
+            return;
+        }
+        let weight = message.weight;
+        let history = match self.topics.get_mut(message.topic.as_str()) {
+            Some(history) => history,
+            None => self
+                .topics
+                .entry(message.topic.clone())
+                .or_insert_with(|| TopicHistory {
+                    messages: VecDeque::new(),
+                    bytes: 0,
+                    evicted_through: None,
+                }),
+        };
+        history.messages.push_back(message.clone());
+        history.bytes += weight;
+        self.count += 1;
+        self.bytes += weight;
+        while history.messages.len() > limits.per_topic
+            || (history.bytes > limits.per_topic_bytes && history.messages.len() > 1)
+        {
+            let old = history.messages.pop_front().expect("non-empty");
+            history.bytes -= old.weight;
+            history.evicted_through = Some(old.id);
+            self.count -= 1;
+            self.bytes -= old.weight;
+        }
+        self.order.push_back((message.id, message.topic.clone()));
+        while self.order.len() > limits.total || self.bytes > limits.total_bytes {
+            let Some((id, topic)) = self.order.pop_front() else {
+                break;
+            };
+            self.evict_front_if(id, &topic);
+        }
+    }
+
+    /// Evicts the oldest message of `topic` if it is `id` (it may already
+    /// be gone through the topic's own bound).
+    fn evict_front_if(&mut self, id: MessageId, topic: &Topic) {
+        let Some(history) = self.topics.get_mut(topic.as_str()) else {
+            return;
+        };
+        if history.messages.front().is_none_or(|m| m.id != id) {
+            return;
+        }
+        let old = history.messages.pop_front().expect("non-empty");
+        history.bytes -= old.weight;
+        history.evicted_through = Some(id);
+        self.count -= 1;
+        self.bytes -= old.weight;
+        if history.messages.is_empty() {
+            self.topics.remove(topic.as_str());
+            self.note_forgotten(id);
+        }
+    }
+
+    fn note_forgotten(&mut self, id: MessageId) {
+        self.forgotten_through = Some(self.forgotten_through.map_or(id, |f| f.max(id)));
+    }
+
+    /// Messages after `after` on topics matched by `patterns`, oldest first
+    /// and without duplicates, and whether some such message was evicted.
+    pub fn replay(&self, patterns: &[Pattern], after: MessageId) -> Replay<M> {
+        let mut messages = Vec::new();
+        let mut gap = self.forgotten_through.is_some_and(|f| f > after);
+        let mut visit = |history: &TopicHistory<M>| {
+            gap |= history.evicted_through.is_some_and(|e| e > after);
+            // Messages are in id order: find the first one after `after`.
+            let start = history.messages.partition_point(|m| m.id <= after);
+            messages.extend(history.messages.range(start..).cloned());
+        };
+        for pattern in patterns {
+            if pattern.is_literal() {
+                if let Some(history) = self.topics.get(pattern.as_str()) {
+                    visit(history);
+                }
+                continue;
+            }
+            let prefix = pattern.literal_prefix();
+            let candidates = self
+                .topics
+                .range::<str, _>((
+                    core::ops::Bound::Included(prefix),
+                    core::ops::Bound::Unbounded,
+                ))
+                .take_while(|(name, _)| name.as_str().starts_with(prefix));
+            for (name, history) in candidates {
+                if pattern.matches(name) {
+                    visit(history);
+                }
+            }
+        }
+        // Each topic's run is sorted already; merge the runs and drop a
+        // message that two overlapping patterns both found.
+        messages.sort_by_key(|m| m.id);
+        messages.dedup_by_key(|m| m.id);
+        Replay { messages, gap }
+    }
+}
