@@ -1,0 +1,369 @@
+//! Load benchmark of `tidings-server` against a hand-written baseline
+//! (axum `Sse` + one `tokio::sync::broadcast` channel per topic), both run as
+//! separate processes on 127.0.0.1 and measured by the same load generator.
+//!
+//! ```text
+//! cargo bench -p tidings-server --bench load -- [--scenario NAME|all]
+//!     [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings]
+//!     [--batch N] [--window N] [--server-bin PATH] [--server-arg ARG]...
+//! ```
+//!
+//! Scenarios: `burst` (100 subscribers × 10,000 messages, as fast as
+//! possible), `rate` (1 topic × 1,000 subscribers at 200 messages/s for
+//! 10 s), `topics` (100 topics × 10 subscribers × 1,000 messages, as fast as
+//! possible), `idle` (5,000 idle connections: server RSS per connection).
+//! Every subscriber checks that it gets every message exactly once and in
+//! order; any loss, duplicate or reordering makes the program exit 1.
+
+mod baseline;
+mod client;
+mod process;
+mod report;
+mod scenario;
+mod sse;
+mod stream;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use process::ServerProcess;
+use report::Row;
+use scenario::{Pace, Shape};
+
+/// Command-line options.
+struct Options {
+    scenarios: Vec<String>,
+    redis: Option<String>,
+    quick: bool,
+    out: Option<PathBuf>,
+    servers: Vec<String>,
+    batch: usize,
+    window: u64,
+    server_bin: Option<PathBuf>,
+    server_args: Vec<String>,
+}
+
+const ALL: [&str; 4] = ["burst", "rate", "topics", "idle"];
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo bench -p tidings-server --bench load -- [--scenario burst|rate|topics|idle|all] \
+         [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings] [--batch N] [--window N] \
+         [--server-bin PATH] [--server-arg ARG]..."
+    );
+    std::process::exit(2)
+}
+
+fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
+    let mut o = Options {
+        scenarios: ALL.iter().map(|s| s.to_string()).collect(),
+        redis: None,
+        quick: false,
+        out: None,
+        servers: vec!["baseline".into(), "tidings".into()],
+        batch: 64,
+        window: 512,
+        server_bin: std::env::var_os("TIDINGS_SERVER_BIN").map(PathBuf::from),
+        server_args: Vec::new(),
+    };
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--bench" => {} // added by `cargo bench`
+            "--scenario" => {
+                let v = value();
+                o.scenarios = if v == "all" {
+                    ALL.iter().map(|s| s.to_string()).collect()
+                } else {
+                    v.split(',').map(str::to_owned).collect()
+                };
+                if o.scenarios.iter().any(|s| !ALL.contains(&s.as_str())) {
+                    usage();
+                }
+            }
+            "--redis" => o.redis = Some(value()),
+            "--quick" => o.quick = true,
+            "--out" => o.out = Some(PathBuf::from(value())),
+            "--servers" => o.servers = value().split(',').map(str::to_owned).collect(),
+            "--batch" => o.batch = value().parse().unwrap_or_else(|_| usage()),
+            "--window" => o.window = value().parse().unwrap_or_else(|_| usage()),
+            "--server-bin" => o.server_bin = Some(PathBuf::from(value())),
+            "--server-arg" => o.server_args.push(value()),
+            "-h" | "--help" => usage(),
+            _ => usage(),
+        }
+    }
+    o
+}
+
+/// The shape of scenario `name`, full size or `--quick`.
+fn shape(name: &str, o: &Options, prefix: String) -> Shape {
+    let burst = Pace::Burst {
+        batch: o.batch,
+        window: o.window,
+    };
+    let q = o.quick;
+    let (topics, subs_per_topic, messages_per_topic, pace, idle) = match name {
+        "burst" => (
+            1,
+            if q { 50 } else { 100 },
+            if q { 2_000 } else { 10_000 },
+            burst,
+            false,
+        ),
+        "rate" => (
+            1,
+            if q { 500 } else { 1_000 },
+            if q { 400 } else { 2_000 },
+            Pace::Rate { per_sec: 200.0 },
+            false,
+        ),
+        "topics" => (
+            if q { 20 } else { 100 },
+            if q { 5 } else { 10 },
+            if q { 200 } else { 1_000 },
+            burst,
+            false,
+        ),
+        "idle" => (1, if q { 500 } else { 5_000 }, 1, burst, true),
+        _ => unreachable!("checked by parse_options"),
+    };
+    Shape {
+        topics,
+        subs_per_topic,
+        messages_per_topic,
+        pace,
+        measure_idle_rss: idle,
+        prefix,
+        timeout: Duration::from_secs(if q { 15 } else { 120 }),
+    }
+}
+
+/// A server to measure.
+struct ServerSpec {
+    /// `baseline` or `tidings`.
+    name: &'static str,
+    /// `memory` or `redis`.
+    broker: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+/// Where the tidings-server binary is: `--server-bin`, `TIDINGS_SERVER_BIN`,
+/// the binary cargo built beside this benchmark, or `target/release`.
+fn tidings_binary(o: &Options) -> Option<PathBuf> {
+    if let Some(bin) = &o.server_bin {
+        return Some(bin.clone());
+    }
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_tidings-server") {
+        return Some(PathBuf::from(bin));
+    }
+    let release =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/tidings-server");
+    release.exists().then_some(release)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--serve-baseline") {
+        args.next();
+        let listen = match (args.next().as_deref(), args.next()) {
+            (Some("--listen"), Some(addr)) => addr,
+            _ => "127.0.0.1:0".to_owned(),
+        };
+        baseline::serve(&listen);
+    }
+    let o = parse_options(args);
+    // 5,000 connections need 5,000 descriptors here and in the servers,
+    // which inherit this limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => eprintln!("open files limit: {limit}"),
+        Err(e) => eprintln!("cannot raise the open files limit: {e}"),
+    }
+    let load_before = load_average();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let rows = runtime.block_on(run_all(&o));
+    let machine = format!(
+        "{} CPUs shared by the servers and the load generator; load average {} before, {} after (other work on the machine shows here)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before,
+        load_average()
+    );
+    let text = report::markdown(&rows, &o.scenarios, command_line(), &machine);
+    println!("{text}");
+    if let Some(out) = &o.out
+        && let Err(e) = std::fs::write(out, &text)
+    {
+        eprintln!("cannot write {out:?}: {e}");
+        std::process::exit(1);
+    }
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.failed()).collect();
+    if !failed.is_empty() {
+        eprintln!(
+            "FAILED: {} run(s) lost, duplicated or reordered messages or could not run",
+            failed.len()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    format!(
+        "cargo bench -p tidings-server --bench load -- {}",
+        args.join(" ")
+    )
+}
+
+async fn run_all(o: &Options) -> Vec<Row> {
+    let me = std::env::current_exe().expect("current exe");
+    let mut specs = Vec::new();
+    let tidings = tidings_binary(o);
+    if o.servers.iter().any(|s| s == "baseline") {
+        specs.push(ServerSpec {
+            name: "baseline",
+            broker: "memory",
+            program: me.clone(),
+            args: vec![
+                "--serve-baseline".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+        });
+    }
+    let mut pending = Vec::new();
+    if o.servers.iter().any(|s| s == "tidings") {
+        let mut brokers = vec![None];
+        if let Some(url) = &o.redis {
+            brokers.push(Some(url.clone()));
+        }
+        for redis in brokers {
+            let broker = if redis.is_some() { "redis" } else { "memory" };
+            let Some(program) = tidings.clone() else {
+                pending.push((broker, "no tidings-server binary yet".to_owned()));
+                continue;
+            };
+            // The benchmark's topics are public, and every connection comes
+            // from 127.0.0.1, so the per-IP limit (256 by default) is lifted.
+            let mut args: Vec<String> = [
+                "--listen",
+                "127.0.0.1:0",
+                "--public",
+                "bench:>",
+                "--max-connections",
+                "20000",
+                "--max-connections-per-ip",
+                "20000",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            if let Some(url) = redis {
+                args.extend(["--redis".to_owned(), url]);
+            }
+            args.extend(o.server_args.iter().cloned());
+            specs.push(ServerSpec {
+                name: "tidings",
+                broker,
+                program,
+                args,
+            });
+        }
+    }
+
+    // Redis mode may not be built yet: a server that cannot start with
+    // `--redis` (or never turns healthy) makes its rows "pending", not a
+    // failure. A failing in-memory server is a failure.
+    let mut ready = Vec::new();
+    for spec in specs {
+        if spec.broker == "redis"
+            && let Err(why) = probe(&spec).await
+        {
+            eprintln!("tidings with Redis is not ready: {why}");
+            pending.push((spec.broker, why));
+            continue;
+        }
+        ready.push(spec);
+    }
+    let specs = ready;
+
+    let mut rows = Vec::new();
+    for name in &o.scenarios {
+        for spec in &specs {
+            let prefix = format!(
+                "bench:r{}:{name}:{}{}",
+                std::process::id(),
+                spec.name,
+                spec.broker
+            );
+            let shape = shape(name, o, prefix);
+            eprintln!("== {name} on {} ({}) ...", spec.name, spec.broker);
+            let row = run_one(spec, name, &shape).await;
+            eprintln!("   {}", row.summary());
+            rows.push(row);
+        }
+        for (broker, why) in &pending {
+            rows.push(Row::pending(name, "tidings", broker, why));
+        }
+    }
+    rows
+}
+
+async fn run_one(spec: &ServerSpec, scenario_name: &str, shape: &Shape) -> Row {
+    let label = format!("{}-{}-{scenario_name}", spec.name, spec.broker);
+    let mut server = match ServerProcess::start(&label, &spec.program, &spec.args) {
+        Ok(server) => server,
+        Err(e) => return Row::error(scenario_name, spec.name, spec.broker, shape, e),
+    };
+    if spec.name == "tidings"
+        && let Err(e) = wait_healthy(&server).await
+    {
+        return Row::error(scenario_name, spec.name, spec.broker, shape, e);
+    }
+    let outcome = scenario::run(server.addr, server.pid(), shape).await;
+    let mut row = Row::new(scenario_name, spec.name, spec.broker, shape, outcome);
+    if !server.is_running() {
+        row.outcome.failures.push(format!(
+            "the server exited during the run (log: {:?})",
+            server.log
+        ));
+    }
+    row
+}
+
+/// Starts `spec` once and checks that it turns healthy.
+async fn probe(spec: &ServerSpec) -> Result<(), String> {
+    let label = format!("{}-{}-probe", spec.name, spec.broker);
+    let server = ServerProcess::start(&label, &spec.program, &spec.args)?;
+    wait_healthy(&server).await
+}
+
+/// Waits up to 10 s for `GET /healthz` to answer 200 (ready, Redis connected).
+async fn wait_healthy(server: &ServerProcess) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match client::Publisher::connect(server.addr).await {
+            Ok(mut c) => match c.get_status("/healthz").await {
+                Ok(s) if s.is_success() => return Ok(()),
+                Ok(s) => last = format!("GET /healthz answered {s}"),
+                Err(e) => last = e,
+            },
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "server not healthy after 10 s: {last} (log: {:?})",
+        server.log
+    ))
+}

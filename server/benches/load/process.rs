@@ -1,0 +1,133 @@
+//! Starting a server under test as a child process and reading its CPU time
+//! and memory from `/proc`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running server process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct ServerProcess {
+    child: Child,
+    /// The address the server printed on its `listening on http://ADDR` line.
+    pub addr: SocketAddr,
+    /// Where the server's stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `program args...` and waits for its `listening on http://ADDR` line.
+    pub fn start(name: &str, program: &PathBuf, args: &[String]) -> Result<Self, String> {
+        let log =
+            std::env::temp_dir().join(format!("tidings-load-{}-{name}.log", std::process::id()));
+        let stderr = File::create(&log).map_err(|e| format!("cannot create {log:?}: {e}"))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut copy = File::options()
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("cannot open {log:?}: {e}"))?;
+        let (tx, rx) = mpsc::channel();
+        // Reads stdout to its end (so the server never blocks on a full pipe),
+        // copying it to the log and reporting the address once.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(copy, "{line}");
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let mut server = ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        for _ in 0..200 {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => {
+                    server.addr = addr
+                        .parse()
+                        .map_err(|e| format!("bad address {addr:?} from {name}: {e}"))?;
+                    return Ok(server);
+                }
+                Err(_) if !server.is_running() => {
+                    std::thread::sleep(Duration::from_millis(100)); // let the log fill
+                    let said = std::fs::read_to_string(&server.log).unwrap_or_default();
+                    let first = said.lines().next().unwrap_or("(nothing)");
+                    return Err(format!("{name} exited at start: {first}"));
+                }
+                Err(_) => {}
+            }
+        }
+        Err(format!(
+            "{name} did not print `listening on http://ADDR` within 20 s (log: {:?})",
+            server.log
+        ))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        for _ in 0..50 {
+            if !self.is_running() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// User plus system CPU seconds of process `pid`, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) as f64 / ticks.max(1) as f64)
+}
+
+/// Resident set size of process `pid` in bytes, from `/proc/PID/status`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

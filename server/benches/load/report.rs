@@ -1,0 +1,264 @@
+//! The results table (markdown), with each Tidings figure as a ratio of the
+//! baseline's figure from the same run, and the issue's goals checked.
+
+use std::fmt::Write as _;
+
+use crate::scenario::{Outcome, Pace, Shape};
+
+/// One server measured in one scenario.
+pub struct Row {
+    pub scenario: String,
+    pub server: &'static str,
+    pub broker: String,
+    pub load: String,
+    pub outcome: Outcome,
+    /// Why the row has no numbers (the server could not start, or is not built yet).
+    pub error: Option<String>,
+    pub pending: bool,
+}
+
+fn describe(shape: &Shape) -> String {
+    let pace = match shape.pace {
+        Pace::Burst { batch, window } => {
+            format!("max rate, batches of {batch}, window {window}")
+        }
+        Pace::Rate { per_sec } => format!("{per_sec} msg/s, 1 per POST"),
+    };
+    if shape.measure_idle_rss {
+        return format!("{} idle conns on 1 topic, then 1 msg", shape.subs_per_topic);
+    }
+    format!(
+        "{} topic(s) × {} subs × {} msgs, {pace}",
+        shape.topics, shape.subs_per_topic, shape.messages_per_topic
+    )
+}
+
+impl Row {
+    /// A measured row.
+    pub fn new(
+        scenario: &str,
+        server: &'static str,
+        broker: &str,
+        shape: &Shape,
+        outcome: Outcome,
+    ) -> Row {
+        Row {
+            scenario: scenario.to_owned(),
+            server,
+            broker: broker.to_owned(),
+            load: describe(shape),
+            outcome,
+            error: None,
+            pending: false,
+        }
+    }
+
+    /// A row for a server that could not be run.
+    pub fn error(
+        scenario: &str,
+        server: &'static str,
+        broker: &str,
+        shape: &Shape,
+        error: String,
+    ) -> Row {
+        let mut row = Row::new(scenario, server, broker, shape, Outcome::default());
+        row.error = Some(error);
+        row
+    }
+
+    /// A row for a server that is not available yet (not a failure).
+    pub fn pending(scenario: &str, server: &'static str, broker: &str, why: &str) -> Row {
+        Row {
+            scenario: scenario.to_owned(),
+            server,
+            broker: broker.to_owned(),
+            load: String::new(),
+            outcome: Outcome::default(),
+            error: Some(format!("pending: {why}")),
+            pending: true,
+        }
+    }
+
+    /// Whether the run lost, duplicated or reordered a message, or did not run.
+    pub fn failed(&self) -> bool {
+        !self.pending && (self.error.is_some() || !self.outcome.failures.is_empty())
+    }
+
+    fn idle(&self) -> bool {
+        self.scenario == "idle"
+    }
+
+    /// One line for the progress log.
+    pub fn summary(&self) -> String {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        let o = &self.outcome;
+        let mut s = format!(
+            "{} deliveries in {:.2} s = {:.0}/s, p50 {:.2} ms p99 {:.2} ms p99.9 {:.2} ms, {:.3} CPU-s/M (generator {:.3})",
+            o.deliveries,
+            o.seconds,
+            o.rate(),
+            ms(o.p50_us),
+            ms(o.p99_us),
+            ms(o.p999_us),
+            o.cpu_per_million(),
+            o.generator_cpu_per_million()
+        );
+        if let Some(rss) = o.rss_per_conn {
+            let _ = write!(s, ", {:.1} KiB RSS per idle connection", rss / 1024.0);
+        }
+        for f in &o.failures {
+            let _ = write!(s, "\n   FAIL: {f}");
+        }
+        s
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}x", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+/// The report: a markdown table plus the goals of issue 3.
+pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Command: `{command}`\n");
+    let _ = writeln!(s, "Machine: {machine}\n");
+    let _ = writeln!(
+        s,
+        "| scenario | server | broker | load | deliveries | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU-s / M deliveries | generator CPU-s / M | server RSS / idle conn | vs baseline (same run) | check |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
+    for scenario in scenarios {
+        let base = rows
+            .iter()
+            .find(|r| &r.scenario == scenario && r.server == "baseline" && r.error.is_none());
+        for r in rows.iter().filter(|r| &r.scenario == scenario) {
+            if let Some(e) = &r.error {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | | | | | | | | | | {} |",
+                    r.scenario,
+                    r.server,
+                    r.broker,
+                    r.load,
+                    e.replace('|', "/").replace('\n', " ")
+                );
+                continue;
+            }
+            let o = &r.outcome;
+            let versus = match (base, r.server) {
+                (_, "baseline") => "1.00x".to_owned(),
+                (Some(b), _) if r.idle() => format!(
+                    "RSS {}",
+                    ratio(
+                        o.rss_per_conn.unwrap_or(f64::NAN),
+                        b.outcome.rss_per_conn.unwrap_or(f64::NAN)
+                    )
+                ),
+                (Some(b), _) => format!(
+                    "deliveries/s {}, CPU/M {}, p99 {}",
+                    ratio(o.rate(), b.outcome.rate()),
+                    ratio(o.cpu_per_million(), b.outcome.cpu_per_million()),
+                    ratio(o.p99_us as f64, b.outcome.p99_us as f64)
+                ),
+                (None, _) => "no baseline".to_owned(),
+            };
+            let check = if o.failures.is_empty() {
+                "ok: none lost, duplicated or reordered".to_owned()
+            } else {
+                format!("FAIL: {}", o.failures.join("; ").replace('|', "/"))
+            };
+            let rss = o
+                .rss_per_conn
+                .map(|b| format!("{:.1} KiB", b / 1024.0))
+                .unwrap_or_default();
+            // The idle scenario's one message per connection only checks that
+            // every stream is alive: its rate, latency and CPU mean nothing.
+            let measures = if r.idle() {
+                " | | | | | ".to_owned()
+            } else {
+                format!(
+                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3}",
+                    o.rate(),
+                    ms(o.p50_us),
+                    ms(o.p99_us),
+                    ms(o.p999_us),
+                    o.cpu_per_million(),
+                    o.generator_cpu_per_million()
+                )
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {measures} | {rss} | {versus} | {check} |",
+                r.scenario, r.server, r.broker, r.load, o.deliveries,
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nLatency is from just before the `POST /publish` that carries a message to the moment its SSE event is parsed by the subscriber (same clock). CPU is the server process's utime+stime from /proc over the publishing phase; RSS per idle connection is the server's VmRSS growth divided by the connections."
+    );
+    goals(&mut s, rows);
+    s
+}
+
+/// Checks the Tidings rows against the goals of issue 3.
+fn goals(s: &mut String, rows: &[Row]) {
+    let find = |scenario: &str, server: &str, broker: &str| {
+        rows.iter().find(|r| {
+            r.scenario == scenario && r.server == server && r.broker == broker && r.error.is_none()
+        })
+    };
+    let mut lines = Vec::new();
+    for broker in ["memory", "redis"] {
+        if let (Some(t), Some(b)) = (
+            find("burst", "tidings", broker),
+            find("burst", "baseline", "memory"),
+        ) {
+            let r = t.outcome.rate() / b.outcome.rate();
+            lines.push(format!(
+                "burst ({broker}): deliveries/s {r:.2}x baseline (goal ≥ 1.50x): {}",
+                if r >= 1.5 { "met" } else { "missed" }
+            ));
+        }
+        if let Some(t) = find("burst", "tidings", broker) {
+            let c = t.outcome.cpu_per_million();
+            lines.push(format!(
+                "burst ({broker}): {c:.3} server CPU-s per million deliveries (goal ≤ 0.3): {}",
+                if c <= 0.3 { "met" } else { "missed" }
+            ));
+        }
+        if let Some(t) = find("rate", "tidings", broker) {
+            let p = ms(t.outcome.p99_us);
+            lines.push(format!(
+                "rate ({broker}): p99 {p:.2} ms (goal ≤ 3 ms): {}",
+                if p <= 3.0 { "met" } else { "missed" }
+            ));
+        }
+        if let Some(t) = find("idle", "tidings", broker) {
+            let k = t.outcome.rss_per_conn.unwrap_or(f64::NAN) / 1024.0;
+            lines.push(format!(
+                "idle ({broker}): {k:.1} KiB per idle connection (goal ≤ 8 KiB): {}",
+                if k <= 8.0 { "met" } else { "missed" }
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(s, "\nGoals of issue 3:\n");
+        for l in lines {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
+}
