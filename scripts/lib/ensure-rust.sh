@@ -1,0 +1,16 @@
+# Rust components and targets the build needs: sourced by scripts/test.
+# shellcheck shell=bash
+step "Rust toolchain: rustfmt, clippy, wasm32 and thumbv7m targets"
+command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs"
+if command -v rustup >/dev/null; then
+  installed_components=$(rustup component list --installed 2>/dev/null)
+  for c in rustfmt clippy; do
+    grep -q "^$c" <<<"$installed_components" || rustup component add "$c"
+  done
+  installed_targets=$(rustup target list --installed)
+  for t in wasm32-unknown-unknown thumbv7m-none-eabi; do
+    grep -qx "$t" <<<"$installed_targets" || rustup target add "$t"
+  done
+else
+  note "no rustup: assuming the targets are installed"
+fi
