@@ -65,6 +65,13 @@ impl ServerProcess {
                         .map_err(|e| format!("bad address {addr:?} from {name}: {e}"))?;
                     return Ok(server);
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed without an address: the server is exiting.
+                    std::thread::sleep(Duration::from_millis(100)); // let the log fill
+                    let said = std::fs::read_to_string(&server.log).unwrap_or_default();
+                    let first = said.lines().next().unwrap_or("(nothing)");
+                    return Err(format!("{name} closed its output at start: {first}"));
+                }
                 Err(_) if !server.is_running() => {
                     std::thread::sleep(Duration::from_millis(100)); // let the log fill
                     let said = std::fs::read_to_string(&server.log).unwrap_or_default();

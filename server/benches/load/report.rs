@@ -17,12 +17,16 @@ pub struct Row {
     pub pending: bool,
 }
 
-fn describe(shape: &Shape) -> String {
+fn describe(shape: &Shape, outcome: &Outcome) -> String {
     let pace = match shape.pace {
-        Pace::Burst { batch, window } => {
-            format!("max rate, batches of {batch}, window {window}")
-        }
-        Pace::Rate { per_sec } => format!("{per_sec} msg/s, 1 per POST"),
+        Pace::Burst { batch, window } => format!(
+            "max rate ({:.0} msg/s), batches of {batch}, window {window}",
+            outcome.publish_rate
+        ),
+        Pace::Rate { per_sec } => format!(
+            "{per_sec} msg/s asked, {:.0} achieved, 1 per POST",
+            outcome.publish_rate
+        ),
     };
     if shape.measure_idle_rss {
         return format!("{} idle conns on 1 topic, then 1 msg", shape.subs_per_topic);
@@ -46,7 +50,7 @@ impl Row {
             scenario: scenario.to_owned(),
             server,
             broker: broker.to_owned(),
-            load: describe(shape),
+            load: describe(shape, &outcome),
             outcome,
             error: None,
             pending: false,

@@ -55,6 +55,8 @@ pub struct Outcome {
     /// CPU seconds the load generator itself used over the same phase.
     pub generator_cpu_s: f64,
     pub rss_per_conn: Option<f64>,
+    /// Messages published per second, as achieved (not as asked).
+    pub publish_rate: f64,
     /// Empty when every subscriber got every message once, in order.
     pub failures: Vec<String>,
 }
@@ -101,6 +103,8 @@ struct Shared {
     failures: Mutex<Vec<String>>,
     progress: Notify,
     stop: AtomicBool,
+    /// When the publisher got its last `200` (µs, [`now_us`]).
+    published_us: AtomicU64,
 }
 
 impl Shared {
@@ -146,6 +150,7 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
         failures: Mutex::new(Vec::new()),
         progress: Notify::new(),
         stop: AtomicBool::new(false),
+        published_us: AtomicU64::new(0),
     });
     let n = shared.subs.len();
     let deadline = Instant::now() + shape.timeout;
@@ -238,6 +243,11 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
     outcome.p999_us = all.value_at_quantile(0.999);
     outcome.server_cpu_s = cpu_after - cpu_before;
     outcome.generator_cpu_s = own_cpu_after - own_cpu_before;
+    let published_us = shared.published_us.load(Ordering::Acquire);
+    if published_us > started_us {
+        outcome.publish_rate = (shape.topics as u64 * shape.messages_per_topic) as f64
+            / ((published_us - started_us) as f64 / 1e6);
+    }
     outcome.failures = shared.failures.lock().expect("lock").clone();
     let expected = shape.messages_per_topic * n as u64;
     if outcome.deliveries != expected && outcome.failures.is_empty() {
@@ -400,5 +410,6 @@ async fn publish(
             }
         }
     }
+    shared.published_us.store(now_us(), Ordering::Release);
     Ok(())
 }
