@@ -177,7 +177,7 @@ fn resume_from_before_this_broker_or_from_elsewhere_is_a_gap() {
     b.publish(t("a"), 1, None);
     assert!(b.subscribe(&[p("a")], Some(MessageId::new(99, 5))).gap);
     assert!(b.subscribe(&[p("a")], Some(MessageId::new(101, 0))).gap);
-    assert!(b.subscribe(&[p("a")], Some(MessageId::new(100, 0))).gap == false);
+    assert!(!b.subscribe(&[p("a")], Some(MessageId::new(100, 0))).gap);
 }
 
 #[test]
