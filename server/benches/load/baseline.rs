@@ -9,7 +9,7 @@
 //! the load generator would report those as lost.
 //!
 //! Run by the load benchmark as a separate process:
-//! `load --serve-baseline --listen 127.0.0.1:0`.
+//! `load --serve-baseline --listen 127.0.0.1:0 [--capacity N]`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -30,7 +30,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-/// Messages a topic's channel holds before a slow subscriber starts lagging.
+/// Messages a topic's channel holds before a slow subscriber starts lagging
+/// (the same bound as Tidings' default per-subscriber queue).
 pub const CHANNEL_CAPACITY: usize = 1024;
 
 /// One published message, shared by every subscriber of its topic.
@@ -40,8 +41,8 @@ struct Message {
     data: String,
 }
 
-#[derive(Default)]
 struct AppState {
+    capacity: usize,
     topics: Mutex<HashMap<String, broadcast::Sender<Arc<Message>>>>,
     next_id: AtomicU64,
     next_connection: AtomicU64,
@@ -49,8 +50,9 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// Serves the baseline on `listen` until the process is killed.
-pub fn serve(listen: &str) -> ! {
+/// Serves the baseline on `listen` until the process is killed, with
+/// `capacity` messages per topic channel.
+pub fn serve(listen: &str, capacity: usize) -> ! {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -61,7 +63,12 @@ pub fn serve(listen: &str) -> ! {
         let app = Router::new()
             .route("/events", get(events))
             .route("/publish", post(publish))
-            .with_state(Shared::default());
+            .with_state(Shared::new(AppState {
+                capacity,
+                topics: Mutex::default(),
+                next_id: AtomicU64::default(),
+                next_connection: AtomicU64::default(),
+            }));
         // TCP_NODELAY, as a careful user sets it: without it Nagle's algorithm
         // holds small SSE writes back for tens of milliseconds.
         let listener = listener.tap_io(|tcp| {
@@ -87,7 +94,7 @@ async fn events(
             .iter()
             .map(|t| {
                 map.entry(t.clone())
-                    .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+                    .or_insert_with(|| broadcast::channel(state.capacity).0)
                     .subscribe()
             })
             .collect()

@@ -6,6 +6,7 @@
 //! cargo bench -p tidings-server --bench load -- [--scenario NAME|all]
 //!     [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings]
 //!     [--batch N] [--window N] [--server-bin PATH] [--server-arg ARG]...
+//!     [--baseline-capacity N]
 //! ```
 //!
 //! Scenarios: `burst` (100 subscribers × 10,000 messages, as fast as
@@ -41,6 +42,7 @@ struct Options {
     window: u64,
     server_bin: Option<PathBuf>,
     server_args: Vec<String>,
+    baseline_capacity: usize,
 }
 
 const ALL: [&str; 4] = ["burst", "rate", "topics", "idle"];
@@ -49,7 +51,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p tidings-server --bench load -- [--scenario burst|rate|topics|idle|all] \
          [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings] [--batch N] [--window N] \
-         [--server-bin PATH] [--server-arg ARG]..."
+         [--server-bin PATH] [--server-arg ARG]... [--baseline-capacity N]"
     );
     std::process::exit(2)
 }
@@ -65,6 +67,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
         window: 512,
         server_bin: std::env::var_os("TIDINGS_SERVER_BIN").map(PathBuf::from),
         server_args: Vec::new(),
+        baseline_capacity: baseline::CHANNEL_CAPACITY,
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -89,6 +92,11 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
             "--window" => o.window = value().parse().unwrap_or_else(|_| usage()),
             "--server-bin" => o.server_bin = Some(PathBuf::from(value())),
             "--server-arg" => o.server_args.push(value()),
+            // A smaller channel makes the baseline lose messages on purpose:
+            // shows that the checks catch a loss.
+            "--baseline-capacity" => {
+                o.baseline_capacity = value().parse().unwrap_or_else(|_| usage())
+            }
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -167,11 +175,15 @@ fn main() {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--serve-baseline") {
         args.next();
-        let listen = match (args.next().as_deref(), args.next()) {
-            (Some("--listen"), Some(addr)) => addr,
-            _ => "127.0.0.1:0".to_owned(),
-        };
-        baseline::serve(&listen);
+        let (mut listen, mut capacity) = ("127.0.0.1:0".to_owned(), baseline::CHANNEL_CAPACITY);
+        while let (Some(flag), Some(value)) = (args.next(), args.next()) {
+            match flag.as_str() {
+                "--listen" => listen = value,
+                "--capacity" => capacity = value.parse().unwrap_or_else(|_| usage()),
+                _ => usage(),
+            }
+        }
+        baseline::serve(&listen, capacity);
     }
     let o = parse_options(args);
     // 5,000 connections need 5,000 descriptors here and in the servers,
@@ -239,6 +251,8 @@ async fn run_all(o: &Options) -> Vec<Row> {
                 "--serve-baseline".into(),
                 "--listen".into(),
                 "127.0.0.1:0".into(),
+                "--capacity".into(),
+                o.baseline_capacity.to_string(),
             ],
         });
     }
