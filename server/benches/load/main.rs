@@ -6,7 +6,7 @@
 //! cargo bench -p tidings-server --bench load -- [--scenario NAME|all]
 //!     [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings]
 //!     [--batch N] [--window N] [--server-bin PATH] [--server-arg ARG]...
-//!     [--baseline-capacity N]
+//!     [--baseline-capacity N] [--runs N]
 //! ```
 //!
 //! Scenarios: `burst` (100 subscribers × 10,000 messages, as fast as
@@ -43,6 +43,7 @@ struct Options {
     server_bin: Option<PathBuf>,
     server_args: Vec<String>,
     baseline_capacity: usize,
+    runs: usize,
 }
 
 const ALL: [&str; 4] = ["burst", "rate", "topics", "idle"];
@@ -51,7 +52,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p tidings-server --bench load -- [--scenario burst|rate|topics|idle|all] \
          [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings] [--batch N] [--window N] \
-         [--server-bin PATH] [--server-arg ARG]... [--baseline-capacity N]"
+         [--server-bin PATH] [--server-arg ARG]... [--baseline-capacity N] [--runs N]"
     );
     std::process::exit(2)
 }
@@ -68,6 +69,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
         server_bin: std::env::var_os("TIDINGS_SERVER_BIN").map(PathBuf::from),
         server_args: Vec::new(),
         baseline_capacity: baseline::CHANNEL_CAPACITY,
+        runs: 1,
     };
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -86,6 +88,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
             }
             "--redis" => o.redis = Some(value()),
             "--quick" => o.quick = true,
+            "--runs" => o.runs = value().parse::<usize>().unwrap_or_else(|_| usage()).max(1),
             "--out" => o.out = Some(PathBuf::from(value())),
             "--servers" => o.servers = value().split(',').map(str::to_owned).collect(),
             "--batch" => o.batch = value().parse().unwrap_or_else(|_| usage()),
@@ -313,18 +316,32 @@ async fn run_all(o: &Options) -> Vec<Row> {
 
     let mut rows = Vec::new();
     for name in &o.scenarios {
-        for spec in &specs {
-            let prefix = format!(
-                "bench:r{}:{name}:{}{}",
-                std::process::id(),
-                spec.name,
-                spec.broker
-            );
-            let shape = shape(name, o, prefix);
-            eprintln!("== {name} on {} ({}) ...", spec.name, spec.broker);
-            let row = run_one(spec, name, &shape).await;
-            eprintln!("   {}", row.summary());
-            rows.push(row);
+        // Runs alternate between the servers, so that both see the same
+        // machine; the median run of each server is reported.
+        let mut runs: Vec<Vec<Row>> = specs.iter().map(|_| Vec::new()).collect();
+        for run in 0..o.runs {
+            for (spec, runs) in specs.iter().zip(&mut runs) {
+                let prefix = format!(
+                    "bench:r{}:{name}:{}{}:{run}",
+                    std::process::id(),
+                    spec.name,
+                    spec.broker
+                );
+                let shape = shape(name, o, prefix);
+                eprintln!(
+                    "== {name} on {} ({}), run {} of {} ...",
+                    spec.name,
+                    spec.broker,
+                    run + 1,
+                    o.runs
+                );
+                let row = run_one(spec, name, &shape).await;
+                eprintln!("   {}", row.summary());
+                runs.push(row);
+            }
+        }
+        for runs in runs {
+            rows.push(report::median(runs));
         }
         for (broker, why) in &pending {
             rows.push(Row::pending(name, "tidings", broker, why));

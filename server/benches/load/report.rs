@@ -15,6 +15,10 @@ pub struct Row {
     /// Why the row has no numbers (the server could not start, or is not built yet).
     pub error: Option<String>,
     pub pending: bool,
+    /// How many runs this row is the median of.
+    pub runs: usize,
+    /// Failures seen in the other runs of the same server and scenario.
+    pub other_failures: Vec<String>,
 }
 
 fn describe(shape: &Shape, outcome: &Outcome) -> String {
@@ -54,6 +58,8 @@ impl Row {
             outcome,
             error: None,
             pending: false,
+            runs: 1,
+            other_failures: Vec::new(),
         }
     }
 
@@ -80,12 +86,27 @@ impl Row {
             outcome: Outcome::default(),
             error: Some(format!("pending: {why}")),
             pending: true,
+            runs: 1,
+            other_failures: Vec::new(),
         }
     }
 
     /// Whether the run lost, duplicated or reordered a message, or did not run.
     pub fn failed(&self) -> bool {
-        !self.pending && (self.error.is_some() || !self.outcome.failures.is_empty())
+        !self.pending
+            && (self.error.is_some()
+                || !self.outcome.failures.is_empty()
+                || !self.other_failures.is_empty())
+    }
+
+    /// The figure runs are ranked by: the scenario's headline number.
+    fn key(&self) -> f64 {
+        let o = &self.outcome;
+        match self.scenario.as_str() {
+            "idle" => o.rss_per_conn.unwrap_or(f64::NAN),
+            "rate" => o.p99_us as f64,
+            _ => -o.rate(),
+        }
     }
 
     fn idle(&self) -> bool {
@@ -117,6 +138,27 @@ impl Row {
         }
         s
     }
+}
+
+/// The median of several runs of one server in one scenario (ranked by
+/// [`Row::key`]), keeping every failure of the others.
+pub fn median(mut runs: Vec<Row>) -> Row {
+    let failed: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.error.iter().chain(&r.outcome.failures).cloned())
+        .collect();
+    runs.sort_by(|a, b| a.key().total_cmp(&b.key()));
+    let n = runs.len();
+    let mut row = runs.swap_remove(n / 2);
+    row.runs = n;
+    let own: Vec<String> = row
+        .error
+        .iter()
+        .chain(&row.outcome.failures)
+        .cloned()
+        .collect();
+    row.other_failures = failed.into_iter().filter(|f| !own.contains(f)).collect();
+    row
 }
 
 fn ms(us: u64) -> f64 {
@@ -179,11 +221,16 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
                 ),
                 (None, _) => "no baseline".to_owned(),
             };
-            let check = if o.failures.is_empty() {
+            let all: Vec<&String> = o.failures.iter().chain(&r.other_failures).collect();
+            let mut check = if all.is_empty() {
                 "ok: none lost, duplicated or reordered".to_owned()
             } else {
-                format!("FAIL: {}", o.failures.join("; ").replace('|', "/"))
+                let all: Vec<&str> = all.iter().map(|f| f.as_str()).collect();
+                format!("FAIL: {}", all.join("; ").replace('|', "/"))
             };
+            if r.runs > 1 {
+                check = format!("median of {} runs; {check}", r.runs);
+            }
             let rss = o
                 .rss_per_conn
                 .map(|b| format!("{:.1} KiB", b / 1024.0))
