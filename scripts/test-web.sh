@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Tests the browser client: host unit tests of the reconnection rules, the
+# Rust API in Chromium (wasm-bindgen-test), and the npm package in Chromium
+# (playwright-core) against real tidings-server processes and Redis, then the
+# packed tarball in a fresh Vite + TypeScript app. Installs what is missing.
+# Usage: scripts/test-web.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/lib/ensure-wasm-tools.sh
+scripts/lib/ensure-chromium.sh
+if ! command -v redis-server >/dev/null; then
+  sudo=""; [ "$(id -u)" != 0 ] && sudo="sudo"
+  $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends redis-server
+fi
+
+echo "== reconnection rules (host)"
+cargo test -p tidings-wasm
+
+echo "== npm package in Chromium"
+cargo build -p tidings-server
+(cd web && npm ci --no-audit --no-fund)
+scripts/build-web.sh
+(cd web && TIDINGS_SERVER_BIN="$root/target/debug/tidings-server" node --test --test-concurrency=1 tests/)

@@ -1,0 +1,100 @@
+//! The two ways to carry the stream: the browser's `EventSource`, or `fetch`
+//! with a `ReadableStream` decoded by `tidings_core::sse`. Both report to a
+//! [`Sink`] and are RAII: dropping a connection closes it and frees every
+//! listener and closure it registered.
+
+mod event_source;
+mod fetch;
+mod probe;
+
+use alloc::rc::Weak;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::error::Error;
+use crate::event::RawEvent;
+use crate::reconnect::Failure;
+
+pub(crate) use event_source::EventSourceConnection;
+pub(crate) use fetch::FetchConnection;
+
+/// Which browser API carries the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// The browser's `EventSource`: no custom headers (the token goes in the
+    /// `access_token` query parameter or the `tidings_token` cookie).
+    #[default]
+    EventSource,
+    /// `fetch` with a streamed body: sends `Authorization` and any other
+    /// header, and reads the server's `retry:`.
+    Fetch,
+}
+
+/// Where a connection reports what happens to it.
+pub(crate) trait Sink {
+    /// Status 200 and the stream headers arrived.
+    fn opened(&self);
+    /// One event arrived.
+    fn event(&self, event: RawEvent);
+    /// The server sent `retry:`.
+    fn retry(&self, ms: u32);
+    /// Something the app should hear about that does not end the stream.
+    fn error(&self, error: Error);
+    /// The attempt failed or the stream ended; the connection is finished.
+    fn failed(&self, failure: Failure);
+}
+
+/// What to connect to.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub with_credentials: bool,
+}
+
+/// A live connection of either kind.
+pub(crate) enum Connection {
+    EventSource(EventSourceConnection),
+    Fetch(
+        #[allow(dead_code, reason = "held for its Drop, which aborts the request")] FetchConnection,
+    ),
+}
+
+impl Connection {
+    pub fn open(
+        transport: Transport,
+        request: &ConnectRequest,
+        event_types: &[String],
+        sink: Weak<dyn Sink>,
+    ) -> Result<Self, Error> {
+        Ok(match transport {
+            Transport::EventSource => {
+                Self::EventSource(EventSourceConnection::open(request, event_types, sink)?)
+            }
+            Transport::Fetch => Self::Fetch(FetchConnection::open(request, sink)),
+        })
+    }
+
+    /// A handler for a new event type was added while connected.
+    pub fn listen(&self, event_type: &str) {
+        if let Self::EventSource(connection) = self {
+            connection.listen(event_type);
+        }
+    }
+}
+
+/// The `Retry-After` header in milliseconds (seconds form only), 0 if absent.
+pub(crate) fn retry_after_ms(headers: &web_sys::Headers) -> u32 {
+    headers
+        .get("retry-after")
+        .ok()
+        .flatten()
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .map_or(0, |seconds| seconds.saturating_mul(1_000))
+}
+
+/// Milliseconds since the epoch, the client's only clock.
+pub(crate) fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}

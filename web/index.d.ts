@@ -1,0 +1,88 @@
+// Types for the `tidings` package (hand-written; the runtime is src/index.js).
+
+/** Message types and their data, e.g. `{ status: { state: string }; chat: Chat }`. */
+export type EventMap = Record<string, unknown>;
+
+/** An event's id and type, passed next to its data. */
+export interface EventMeta<K extends string = string> {
+  /** Event id; the client resumes after the last one it saw. */
+  id: string | null;
+  /** The message type (`event:` field). */
+  type: K;
+}
+
+/** One event from `events()` or `for await (const e of client)`. */
+export type TidingsEvent<M extends EventMap, K extends keyof M & string = keyof M & string> = {
+  [P in K]: EventMeta<P> & { data: M[P] };
+}[K];
+
+/** The connection state. */
+export type State =
+  | { kind: "connecting"; attempt: number }
+  | { kind: "open" }
+  | { kind: "reconnecting"; attempt: number; delayMs: number }
+  | { kind: "authenticating" }
+  | { kind: "closed" };
+
+/** Errors passed to `onError`. `http` and `network` errors are followed by a reconnect. */
+export interface TidingsError extends Error {
+  kind: "http" | "auth" | "network" | "decode" | "handler" | "config";
+  /** The HTTP status for `http` (429, 502, 503...) and `auth` (401, 403). */
+  status?: number;
+  /** For `decode` and `handler` errors: the event type. */
+  eventType?: string;
+  /** For `decode` errors: the event id. */
+  id?: string;
+}
+
+export interface ConnectOptions {
+  /** Topics and patterns (`order:*`, `news:>`) carried by the one stream. */
+  topics: string | string[];
+  /** `eventsource` (default) or `fetch` (sends headers, reads `retry:`). */
+  transport?: "eventsource" | "fetch";
+  /** Request headers; `fetch` transport only. */
+  headers?: Record<string, string>;
+  /** JWT: `Authorization: Bearer` with fetch, `access_token` query parameter with EventSource. */
+  token?: string;
+  /** Called after a 401/403; resolve a fresh token to resume, or null to stop. */
+  getToken?: () => string | null | undefined | Promise<string | null | undefined>;
+  /** Send cookies cross-origin. */
+  withCredentials?: boolean;
+  /** Backoff: first retry waits up to this many ms (default 1000). */
+  initialDelay?: number;
+  /** Backoff: no wait grows beyond this many ms (default 30000), except the server's `retry:`. */
+  maxDelay?: number;
+  /** A connection open this long (ms, default 5000) resets the backoff. */
+  resetAfter?: number;
+  /** Resume after an id kept from an earlier page. */
+  lastEventId?: string;
+  /** Where to load the `.wasm` from, if your bundler does not resolve it. */
+  wasm?: string | URL | Response | BufferSource | WebAssembly.Module;
+}
+
+/** Loads the WebAssembly once; `connect` calls it for you. */
+export function initTidings(wasm?: ConnectOptions["wasm"]): Promise<unknown>;
+
+/** Opens one stream at `url` (the server's `/events`) for `options.topics`. */
+export function connect<M extends EventMap = EventMap>(url: string | URL, options: ConnectOptions): Promise<Client<M>>;
+
+export class Client<M extends EventMap = EventMap> {
+  private constructor();
+  /** Calls `handler(data, meta)` for each event of `type`; returns an unsubscribe function. */
+  on<K extends keyof M & string>(type: K, handler: (data: M[K], meta: EventMeta<K>) => void): () => void;
+  /** Removes `handler` (or every handler of `type`). */
+  off<K extends keyof M & string>(type: K, handler?: (data: M[K], meta: EventMeta<K>) => void): void;
+  /** Calls `handler` on every state change; returns an unsubscribe function. */
+  onState(handler: (state: State) => void): () => void;
+  /** Calls `handler` for every error; returns an unsubscribe function. */
+  onError(handler: (error: TidingsError) => void): () => void;
+  /** The connection state now. */
+  readonly state: State;
+  /** The id the client resumes after. */
+  readonly lastEventId: string | undefined;
+  /** Closes for good: no timer, listener or callback stays behind. */
+  close(): void;
+  /** Events of the given types (default `message`); ends when the client closes. */
+  events<K extends keyof M & string>(...types: K[]): AsyncIterableIterator<TidingsEvent<M, K>>;
+  [Symbol.asyncIterator](): AsyncIterableIterator<TidingsEvent<M, "message" & keyof M>>;
+}

@@ -1,0 +1,243 @@
+// The `tidings` package in headless Chromium against real tidings-server
+// processes (sharing a real Redis), through a proxy that can fail requests.
+// Run: scripts/test-web.sh (builds web/pkg and the server first).
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { mintToken, openPage, publish, startBrowser, startProxy, startRedis, startServer, until } from "./support/harness.mjs";
+
+let redis, primary, secondary, proxy, browser;
+
+before(async () => {
+  redis = await startRedis();
+  primary = await startServer({ redisUrl: redis.url }).catch(() => null);
+  if (!primary) {
+    console.error("tidings-server lacks cluster mode: running without Redis");
+    redis.url = undefined;
+    primary = await startServer({});
+  }
+  secondary = await startServer({ redisUrl: redis.url });
+  proxy = await startProxy(primary.origin);
+  browser = await startBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await proxy?.stop();
+  await primary?.stop();
+  await secondary?.stop();
+  await redis?.stop();
+});
+
+let topicCounter = 0;
+/** A topic no other test uses, so histories never mix. */
+const freshTopic = (prefix = "demo") => `${prefix}:t${process.pid}x${++topicCounter}`;
+
+/**
+ * Opens a page and connects a client; the page logs events of `types` in
+ * `window.log`, errors in `window.errors`, states in `window.states`.
+ * `tokenFor` adds a `getToken` hook minting a token for that pattern.
+ */
+async function connect(options, types, { tokenFor } = {}) {
+  const page = await openPage(browser, proxy);
+  await page.evaluate(
+    async ({ options, types, tokenFor }) => {
+      window.log = [];
+      window.errors = [];
+      window.states = [];
+      window.unhandled = [];
+      window.hookCalls = 0;
+      window.addEventListener("unhandledrejection", (e) => window.unhandled.push(String(e.reason)));
+      window.addEventListener("error", (e) => window.unhandled.push(String(e.message)));
+      if (tokenFor) {
+        options.getToken = async () => {
+          window.hookCalls += 1;
+          return window.mintToken(tokenFor);
+        };
+      }
+      window.client = await window.tidings.connect("/events", options);
+      window.client.onState((state) => window.states.push(state));
+      window.client.onError((e) =>
+        window.errors.push({ kind: e.kind, status: e.status ?? null, eventType: e.eventType ?? null, message: e.message }),
+      );
+      for (const type of types) window.client.on(type, (data, meta) => window.log.push({ data, ...meta }));
+    },
+    { options, types, tokenFor },
+  );
+  return page;
+}
+
+const read = (page, name) => page.evaluate((name) => window[name], name);
+const stateOf = (page) => page.evaluate(() => window.client.state.kind);
+async function waitOpen(page) {
+  await until(async () => (await stateOf(page)) === "open", "the stream to open");
+}
+async function waitLog(page, count) {
+  return until(async () => {
+    const log = await read(page, "log");
+    return log.length >= count && log;
+  }, `${count} events`);
+}
+async function finish(page) {
+  assert.deepEqual(await read(page, "unhandled"), [], "no unhandled rejection or error on the page");
+  await page.close();
+}
+
+for (const transport of ["eventsource", "fetch"]) {
+  describe(`${transport} transport`, () => {
+    test("typed events arrive for several topics and a pattern, and nothing else", async () => {
+      const [a, b, other] = [freshTopic(), freshTopic(), freshTopic()];
+      const page = await connect({ topics: [a, `${b}:*`], transport }, ["greeting", "count", "message"]);
+      await waitOpen(page);
+      await publish(primary.origin, [
+        { topic: a, type: "greeting", data: { text: "hello" } },
+        { topic: `${b}:x`, type: "count", data: 1 },
+        { topic: other, type: "greeting", data: { text: "not subscribed" } },
+        { topic: `${b}:y:z`, type: "count", data: 2 }, // `*` is one segment only
+        { topic: `${b}:y`, data: [3] },
+      ]);
+      const log = await waitLog(page, 3);
+      assert.deepEqual(
+        log.map(({ type, data }) => ({ type, data })),
+        [
+          { type: "greeting", data: { text: "hello" } },
+          { type: "count", data: 1 },
+          { type: "message", data: [3] },
+        ],
+      );
+      assert.ok(log.every((e) => typeof e.id === "string" && e.id.length > 0));
+      // The async iterator sees the same events.
+      const iterated = page.evaluate(async () => {
+        const seen = [];
+        for await (const event of window.client.events("count")) {
+          seen.push(event.data);
+          if (seen.length === 2) break;
+        }
+        return seen;
+      });
+      await publish(primary.origin, [
+        { topic: `${b}:q`, type: "count", data: 10 },
+        { topic: `${b}:q`, type: "count", data: 11 },
+      ]);
+      assert.deepEqual(await iterated, [10, 11]);
+      await finish(page);
+    });
+
+    test("a crashed server comes back and the client resumes with nothing lost or duplicated", async () => {
+      const topic = freshTopic();
+      const page = await connect({ topics: [topic], transport, initialDelay: 50, maxDelay: 400 }, ["n"]);
+      await waitOpen(page);
+      const first = await publish(primary.origin, [1, 2, 3].map((n) => ({ topic, type: "n", data: n })));
+      await waitLog(page, 3);
+      const before = proxy.requestsFor(topic).length;
+
+      await primary.stop(); // SIGKILL: no goodbye to the streams
+      // Published through the other instance while this one is down.
+      await publish(secondary.origin, [4, 5, 6].map((n) => ({ topic, type: "n", data: n })));
+      await until(async () => proxy.requestsFor(topic).length >= before + 2, "reconnect attempts answered 502 by the proxy");
+      primary = await startServer({ redisUrl: redis.url });
+      proxy.upstream = primary.origin;
+      await publish(primary.origin, [7].map((n) => ({ topic, type: "n", data: n })));
+
+      const log = await waitLog(page, 7);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // let any duplicate arrive
+      const all = await read(page, "log");
+      assert.deepEqual(all.map((e) => e.data), [1, 2, 3, 4, 5, 6, 7], "every message once, in order");
+      assert.equal(new Set(log.map((e) => e.id)).size, log.length);
+      const resumed = proxy.requestsFor(topic).slice(before).map((r) => r.url.searchParams.get("lastEventId"));
+      assert.ok(resumed.every((id) => id === first[2]), `every retry resumes after ${first[2]}: ${resumed}`);
+      const errors = await read(page, "errors");
+      assert.ok(errors.some((e) => e.kind === "http" && e.status === 502), JSON.stringify(errors));
+      await finish(page);
+    });
+
+    test("503 and 502 lead to reconnects with growing, jittered delays", async () => {
+      const topic = freshTopic();
+      const statuses = [503, 502, 503, 502, 503];
+      proxy.fail(topic, ...statuses.map((status) => ({ status })));
+      const page = await connect({ topics: [topic], transport, initialDelay: 40, maxDelay: 2000 }, ["n"]);
+      await waitOpen(page);
+      const errors = (await read(page, "errors")).filter((e) => e.kind === "http");
+      assert.deepEqual(errors.map((e) => e.status), statuses);
+      const waits = (await read(page, "states")).filter((s) => s.kind === "reconnecting");
+      assert.deepEqual(waits.map((s) => s.attempt), [1, 2, 3, 4, 5]);
+      waits.forEach((s, i) => assert.ok(s.delayMs >= 0 && s.delayMs <= 40 * 2 ** i, `attempt ${s.attempt}: ${s.delayMs} ms`));
+      // Jitter: the delays are drawn, not the ceilings themselves.
+      assert.notDeepEqual(waits.map((s) => s.delayMs), waits.map((_, i) => 40 * 2 ** i));
+      // The client really waited: each retry came at least its delay later.
+      const times = proxy.requestsFor(topic).map((r) => r.at);
+      waits.forEach((s, i) => assert.ok(times[i + 1] - times[i] >= s.delayMs - 5, `retry ${i + 1} waited`));
+      // And then it works.
+      await publish(primary.origin, [{ topic, type: "n", data: 1 }]);
+      await waitLog(page, 1);
+      await finish(page);
+    });
+
+    test("401 stops with an auth error; the token hook lets it resume", async () => {
+      const topic = freshTopic("private");
+      // Without a hook: an auth error, then closed for good.
+      const denied = await connect({ topics: [topic], transport }, ["n"]);
+      await until(async () => (await stateOf(denied)) === "closed", "closed after 401");
+      assert.deepEqual(
+        (await read(denied, "errors")).map(({ kind, status }) => ({ kind, status })),
+        [{ kind: "auth", status: 401 }],
+      );
+      await finish(denied);
+
+      const page = await connect({ topics: [topic], transport, initialDelay: 20 }, ["n"], { tokenFor: topic });
+      await waitOpen(page);
+      assert.equal(await read(page, "hookCalls"), 1);
+      assert.deepEqual(
+        (await read(page, "states")).map((s) => s.kind),
+        ["authenticating", "reconnecting", "connecting", "open"],
+      );
+      await publish(primary.origin, [{ topic, type: "n", data: "secret" }], mintToken({ publish: [topic] }));
+      assert.deepEqual((await waitLog(page, 1)).map((e) => e.data), ["secret"]);
+      const last = proxy.requestsFor(topic).at(-1);
+      if (transport === "fetch") assert.match(last.headers.authorization ?? "", /^Bearer ey/);
+      else assert.match(last.url.searchParams.get("access_token") ?? "", /^ey/);
+      await finish(page);
+    });
+
+    test("close() stops everything: stream, retries and handlers", async () => {
+      const topic = freshTopic();
+      const page = await connect({ topics: [topic], transport }, ["n"]);
+      await waitOpen(page);
+      assert.equal(proxy.openStreams(topic), 1);
+      await page.evaluate(() => window.client.close());
+      assert.equal(await stateOf(page), "closed");
+      await until(() => proxy.openStreams(topic) === 0, "the stream to close");
+      await publish(primary.origin, [{ topic, type: "n", data: 1 }]);
+
+      // Closing while a retry is scheduled cancels the retry.
+      const other = freshTopic();
+      proxy.fail(other, { status: 503 });
+      const retrying = await connect({ topics: [other], transport, initialDelay: 300, maxDelay: 300 }, ["n"]);
+      const delay = await until(async () => (await retrying.evaluate(() => window.client.state)).delayMs ?? false, "a retry", {});
+      const requests = proxy.requestsFor(other).length;
+      await retrying.evaluate(() => window.client.close());
+      await new Promise((resolve) => setTimeout(resolve, delay + 300));
+      assert.equal(proxy.requestsFor(other).length, requests, "no request after close");
+      assert.equal(proxy.openStreams(other), 0);
+      assert.deepEqual(await read(page, "log"), [], "no event after close");
+      await finish(retrying);
+      await finish(page);
+    });
+
+    test("malformed data reaches the error callback and the stream goes on", async () => {
+      const topic = freshTopic();
+      proxy.fail(topic, { prefix: "id: bogus-1\nevent: n\ndata: {not json\n\n" });
+      const page = await connect({ topics: [topic], transport }, ["n"]);
+      await waitOpen(page);
+      await page.evaluate(() => window.client.on("n", (data) => { if (data === 2) throw new Error("boom"); }));
+      await publish(primary.origin, [1, 2, 3].map((n) => ({ topic, type: "n", data: n })));
+      await waitLog(page, 3);
+      assert.deepEqual((await read(page, "log")).map((e) => e.data), [1, 2, 3]);
+      const errors = (await read(page, "errors")).map(({ kind, eventType }) => ({ kind, eventType }));
+      assert.deepEqual(errors, [
+        { kind: "decode", eventType: "n" },
+        { kind: "handler", eventType: "n" },
+      ]);
+      await finish(page);
+    });
+  });
+}
