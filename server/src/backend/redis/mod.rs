@@ -1,0 +1,426 @@
+//! Cluster mode: many instances share messages and history through a Redis
+//! stream.
+//!
+//! The stream (`XADD key MAXLEN ~ N * topic T type Y data D [exclude C]`)
+//! is the deployment's one ordered log, and an entry's Redis id *is* the
+//! message's SSE id, so a `Last-Event-ID` means the same thing on every
+//! instance:
+//!
+//! - **Publish** appends the batch in one `MULTI`/`EXEC` (it keeps its
+//!   order and is all-or-nothing) and answers with the ids once Redis has
+//!   them; when Redis cannot be reached the publish fails (503), it is
+//!   never dropped silently. Nothing is delivered locally at this point.
+//! - **One reader per instance** (never a Redis connection per client)
+//!   loops `XREAD BLOCK`, and feeds every entry, in stream order, into the
+//!   instance's [`Fanout`] with [`Fanout::publish_with_id`]: each entry is
+//!   encoded to SSE once per instance, every instance delivers in the same
+//!   order, and `exclude` (a connection id) is resolved by the instance that
+//!   holds that connection.
+//! - **At start** the newest `N` entries are loaded into the local history,
+//!   so a client that moves to a freshly started instance resumes from its
+//!   `Last-Event-ID` with no loss and no duplicate; ids older than what was
+//!   loaded resume with a gap. The broker runs with
+//!   [`ResumeAhead::Await`]: a client coming from an instance that has read
+//!   further than this one waits for the entries after its id instead of
+//!   getting them twice or a false gap.
+//! - **Redis goes away**: publishes answer 503, `/healthz` answers 503,
+//!   open streams stay open (heartbeats come from the instance), the reader
+//!   reconnects with backoff and continues after the last entry it fed.
+//!
+//! Ids after a Redis restart: auto ids are `<redis ms clock>-<seq>`, so an
+//! empty stream after a restart still produces ids above everything read
+//! before. In case the clock went back too, every new connection (reader or
+//! publisher) first recreates a missing stream with its last-generated id
+//! set to the newest id this instance has seen, so new ids stay above it.
+//! What remains: Redis lost its data *and* its clock went back *and* an
+//! instance that had seen less publishes first.
+
+mod entry;
+mod reader;
+
+use std::{sync::Arc, time::Duration};
+
+use ::redis::{
+    AsyncConnectionConfig, Client, RedisError, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+};
+use tidings_core::broker::{BrokerConfig, MessageId, ResumeAhead};
+use tokio::{sync::Mutex, task::JoinHandle};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use self::{
+    entry::{Entry, parse_entries, parse_id, xadd},
+    reader::{Health, Reader},
+};
+use super::{Backend, BackendError, BoxFuture, Fanout, Outgoing};
+
+/// Default key of the shared stream.
+pub const DEFAULT_STREAM_KEY: &str = "tidings:events";
+/// Default bound of the shared stream (entries, approximate).
+pub const DEFAULT_HISTORY: usize = 100_000;
+
+/// Cluster settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Key of the shared stream; instances that share it form one
+    /// deployment.
+    pub stream_key: String,
+    /// Entries the stream keeps (`MAXLEN ~`) and each instance loads into
+    /// its history at start.
+    pub history: usize,
+    /// How long one `XREAD` blocks before it is issued again.
+    pub block: Duration,
+    /// Most entries one `XREAD` returns.
+    pub read_count: usize,
+    /// How long a publish waits for Redis before answering 503.
+    pub publish_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            stream_key: DEFAULT_STREAM_KEY.to_owned(),
+            history: DEFAULT_HISTORY,
+            block: Duration::from_secs(2),
+            read_count: 1000,
+            publish_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisStartError {
+    /// The URL is not a Redis URL.
+    #[error("`--redis` is not a usable Redis URL ({0}); expected redis://HOST:PORT")]
+    BadUrl(RedisError),
+    /// Redis did not answer at start.
+    #[error(
+        "cannot reach Redis at {addr} for cluster mode: {source}; start Redis or check --redis"
+    )]
+    Unreachable {
+        /// Host and port (without credentials).
+        addr: String,
+        /// What failed.
+        source: RedisError,
+    },
+    /// The stream key holds something that is not a Tidings stream.
+    #[error("cannot load the history from Redis key `{key}`: {reason}; choose another --redis-stream-key")]
+    BadStream {
+        /// The key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The cluster backend. See the [module docs](self).
+pub struct RedisBackend {
+    fanout: Arc<Fanout>,
+    client: Client,
+    settings: RedisSettings,
+    /// Where publishes go; `None` after a failure until the next publish
+    /// reconnects.
+    publisher: Mutex<Option<MultiplexedConnection>>,
+    health: Arc<Health>,
+    reader: std::sync::Mutex<Option<JoinHandle<()>>>,
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("redis", &self.addr())
+            .field("stream_key", &self.settings.stream_key)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackend {
+    /// Connects, loads the newest [`history`](RedisSettings::history)
+    /// entries into a new fan-out (with `config`, switched to
+    /// [`ResumeAhead::Await`]) and starts the reader. Fails when Redis does
+    /// not answer.
+    pub async fn connect(
+        settings: RedisSettings,
+        config: BrokerConfig,
+    ) -> Result<Self, RedisStartError> {
+        let client = Client::open(settings.url.as_str()).map_err(RedisStartError::BadUrl)?;
+        let addr = client.get_connection_info().addr().to_string();
+        let unreachable = |source| RedisStartError::Unreachable {
+            addr: addr.clone(),
+            source,
+        };
+        let mut con = client
+            .get_multiplexed_async_connection_with_config(&publisher_config(&settings))
+            .await
+            .map_err(unreachable)?;
+        let preload = load_history(&mut con, &settings).await.map_err(|e| match e {
+            LoadError::Redis(source) => unreachable(source),
+            LoadError::Reply(reason) => RedisStartError::BadStream {
+                key: settings.stream_key.clone(),
+                reason,
+            },
+        })?;
+
+        let fanout = Arc::new(Fanout::new(
+            config.resume_ahead(ResumeAhead::Await),
+            preload.first,
+        ));
+        let mut loaded = 0;
+        for entry in &preload.entries {
+            if let Entry::Message(id, message) = entry {
+                if fanout.publish_with_id(*id, message).is_ok() {
+                    loaded += 1;
+                }
+            }
+        }
+        tracing::info!(
+            redis = %addr,
+            stream = %settings.stream_key,
+            loaded,
+            first = %preload.first,
+            "cluster mode: history loaded from the Redis stream"
+        );
+
+        let health = Arc::new(Health::default());
+        let stop = CancellationToken::new();
+        let reader = Reader {
+            client: client.clone(),
+            fanout: fanout.clone(),
+            health: health.clone(),
+            settings: settings.clone(),
+        };
+        let task = tokio::spawn(reader.run(preload.read_from, stop.clone()));
+        Ok(Self {
+            fanout,
+            client,
+            settings,
+            publisher: Mutex::new(Some(con)),
+            health,
+            reader: std::sync::Mutex::new(Some(task)),
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+        })
+    }
+
+    /// Host and port of Redis (no credentials).
+    pub fn addr(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
+    }
+
+    /// The cluster settings in force.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// Times the reader has (re)connected to Redis since start.
+    pub fn reader_connects(&self) -> u64 {
+        self.health.connects()
+    }
+
+    async fn publisher(&self) -> Result<MultiplexedConnection, RedisError> {
+        let mut slot = self.publisher.lock().await;
+        if let Some(con) = &*slot {
+            return Ok(con.clone());
+        }
+        let mut con = self
+            .client
+            .get_multiplexed_async_connection_with_config(&publisher_config(&self.settings))
+            .await?;
+        let seen = self.fanout.broker().lock().last_id();
+        ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
+        *slot = Some(con.clone());
+        Ok(con)
+    }
+
+    async fn append(&self, batch: &[Outgoing]) -> Result<Vec<MessageId>, RedisError> {
+        let mut con = self.publisher().await?;
+        let mut pipe = ::redis::pipe();
+        if batch.len() > 1 {
+            pipe.atomic();
+        }
+        for message in batch {
+            pipe.add_command(xadd(&self.settings.stream_key, self.settings.history, message));
+        }
+        let reply: Vec<Value> = match pipe.query_async(&mut con).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                // Whatever broke, start the next publish on a new connection.
+                *self.publisher.lock().await = None;
+                return Err(e);
+            }
+        };
+        reply
+            .iter()
+            .map(|id| {
+                parse_id(id).map_err(|e| {
+                    RedisError::from((::redis::ErrorKind::UnexpectedReturnType, "XADD", e.0))
+                })
+            })
+            .collect()
+    }
+}
+
+impl Backend for RedisBackend {
+    fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<MessageId>, BackendError>> {
+        Box::pin(async move {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.append(&batch).await {
+                Ok(ids) => Ok(ids),
+                Err(e) => {
+                    tracing::warn!(error = %e, count = batch.len(), "publish to Redis failed");
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                        self.health.down(format!("publish failed: {e}"));
+                    }
+                    Err(BackendError(format!(
+                        "the cluster's Redis ({}) did not take it: {e}; nothing was published, retry later",
+                        self.addr()
+                    )))
+                }
+            }
+        })
+    }
+
+    fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
+    }
+
+    fn ready(&self) -> Result<(), BackendError> {
+        self.health
+            .check()
+            .map_err(|why| BackendError(format!("Redis ({}) unavailable: {why}", self.addr())))
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.stop.cancel();
+        let task = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Box::pin(async move {
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        })
+    }
+}
+
+fn publisher_config(settings: &RedisSettings) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(settings.publish_timeout))
+}
+
+/// What a starting instance loads.
+struct Preload {
+    /// Oldest first.
+    entries: Vec<Entry>,
+    /// The smallest id the broker will see.
+    first: MessageId,
+    /// Where the reader continues.
+    read_from: MessageId,
+}
+
+enum LoadError {
+    Redis(RedisError),
+    Reply(String),
+}
+
+async fn load_history(
+    con: &mut impl ConnectionLike,
+    settings: &RedisSettings,
+) -> Result<Preload, LoadError> {
+    // One transaction, so no entry can land between the clock reading and
+    // the range (it would be below `first` and refused).
+    let (time, range): (Value, Value) = ::redis::pipe()
+        .atomic()
+        .cmd("TIME")
+        .cmd("XREVRANGE")
+        .arg(&settings.stream_key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(settings.history.max(1))
+        .query_async(con)
+        .await
+        .map_err(|e| {
+            if e.code() == Some("WRONGTYPE") {
+                LoadError::Reply(e.to_string())
+            } else {
+                LoadError::Redis(e)
+            }
+        })?;
+    let mut entries = parse_entries(&range).map_err(|e| LoadError::Reply(e.to_string()))?;
+    entries.reverse();
+    Ok(match (entries.first(), entries.last()) {
+        (Some(oldest), Some(newest)) => Preload {
+            first: oldest.id(),
+            read_from: newest.id(),
+            entries,
+        },
+        _ => {
+            // Nothing retained: everything from now on is new, and a resume
+            // id from before now cannot be served.
+            let now_ms = redis_time_ms(&time).map_err(LoadError::Reply)?;
+            Preload {
+                entries,
+                first: MessageId::new(now_ms, 0),
+                read_from: MessageId::ZERO,
+            }
+        }
+    })
+}
+
+fn redis_time_ms(value: &Value) -> Result<u64, String> {
+    let parts: Vec<u64> = ::redis::from_redis_value_ref(value)
+        .map_err(|e| format!("TIME answered {value:?}: {e}"))?;
+    match parts[..] {
+        [secs, micros] => Ok(secs * 1000 + micros / 1000),
+        _ => Err(format!("TIME answered {value:?}")),
+    }
+}
+
+/// Recreates a missing stream with its last-generated id at `seen`, so
+/// that ids Redis generates next are above everything this instance has
+/// read (Redis restarted empty, maybe with its clock behind).
+async fn ensure_floor(
+    con: &mut impl ConnectionLike,
+    key: &str,
+    seen: Option<MessageId>,
+) -> Result<(), RedisError> {
+    const SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XADD', KEYS[1], ARGV[1], 'tidings', 'floor')
+  redis.call('XDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0";
+    let Some(seen) = seen.filter(|id| *id > MessageId::ZERO) else {
+        return Ok(());
+    };
+    let created: i64 = ::redis::cmd("EVAL")
+        .arg(SCRIPT)
+        .arg(1)
+        .arg(key)
+        .arg(seen.to_string())
+        .query_async(con)
+        .await?;
+    if created == 1 {
+        tracing::warn!(
+            stream = key,
+            after = %seen,
+            "the Redis stream was missing (Redis restarted without its data?); recreated it so new ids stay above the ones already delivered"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The instance's one reader of the shared stream, and the cluster's health.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use ::redis::{AsyncConnectionConfig, Client, RedisError, Value, aio::MultiplexedConnection};
+use parking_lot::Mutex;
+use tidings_core::broker::MessageId;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    RedisSettings,
+    entry::{Entry, parse_xread},
+    ensure_floor,
+};
+use crate::backend::Fanout;
+
+/// Whether Redis answers, as last seen by the reader or a publish.
+#[derive(Debug, Default)]
+pub(super) struct Health {
+    /// Why Redis is considered unavailable; `None` while it answers.
+    down: Mutex<Option<String>>,
+    connects: AtomicU64,
+}
+
+impl Health {
+    pub(super) fn down(&self, why: String) {
+        *self.down.lock() = Some(why);
+    }
+
+    fn up(&self) {
+        let mut down = self.down.lock();
+        if down.is_some() {
+            *down = None;
+            drop(down);
+            tracing::info!("Redis answers again; cluster mode resumed");
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        match &*self.down.lock() {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
+    }
+
+    pub(super) fn connects(&self) -> u64 {
+        self.connects.load(Relaxed)
+    }
+}
+
+/// Reads the stream after a position and feeds every entry, in order, into
+/// the fan-out; reconnects with backoff whenever Redis goes away.
+pub(super) struct Reader {
+    pub client: Client,
+    pub fanout: Arc<Fanout>,
+    pub health: Arc<Health>,
+    pub settings: RedisSettings,
+}
+
+/// Reconnection delays: doubling from 50 ms to 2 s, with jitter so that
+/// instances do not reconnect in lockstep.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(2);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn next(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay.mul_f64(rand::random_range(0.75..1.25))
+    }
+}
+
+impl Reader {
+    /// Runs until `stop`, reading entries after `from`.
+    pub(super) async fn run(self, mut from: MessageId, stop: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let mut first = true;
+        loop {
+            if !first {
+                let delay = backoff.next();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            first = false;
+            let mut con = tokio::select! {
+                _ = stop.cancelled() => return,
+                con = self.connect(from) => match con {
+                    Ok(con) => con,
+                    Err(e) => {
+                        self.health.down(format!("cannot connect: {e}"));
+                        tracing::debug!(error = %e, "stream reader cannot connect to Redis");
+                        continue;
+                    }
+                },
+            };
+            self.health.connects.fetch_add(1, Relaxed);
+            loop {
+                let reply = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    reply = self.read(&mut con, from) => reply,
+                };
+                match reply {
+                    Ok(reply) => {
+                        self.health.up();
+                        backoff.reset();
+                        from = self.feed(&reply, from);
+                    }
+                    Err(e) => {
+                        self.health.down(format!("stream read failed: {e}"));
+                        tracing::warn!(error = %e, after = %from, "lost the Redis stream; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self, from: MessageId) -> Result<MultiplexedConnection, RedisError> {
+        // The response timeout must outlast the blocking read.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(self.settings.block + Duration::from_secs(3)));
+        let mut con = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let seen = self.fanout.broker().lock().last_id().max(Some(from));
+        ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
+        Ok(con)
+    }
+
+    async fn read(
+        &self,
+        con: &mut MultiplexedConnection,
+        from: MessageId,
+    ) -> Result<Value, RedisError> {
+        ::redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(self.settings.read_count.max(1))
+            .arg("BLOCK")
+            .arg(self.settings.block.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(&self.settings.stream_key)
+            .arg(from.to_string())
+            .query_async(con)
+            .await
+    }
+
+    /// Feeds a reply's entries in order; returns the new position.
+    fn feed(&self, reply: &Value, mut from: MessageId) -> MessageId {
+        let entries = match parse_xread(reply, &self.settings.stream_key) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::error!(error = %e, "skipping an XREAD reply that cannot be read");
+                return from;
+            }
+        };
+        for entry in entries {
+            let id = entry.id();
+            if id <= from {
+                continue; // Never expected from XREAD; never fed twice.
+            }
+            from = id;
+            match entry {
+                Entry::Message(id, message) => {
+                    if let Err(e) = self.fanout.publish_with_id(id, &message) {
+                        tracing::error!(error = %e, "dropped a stream entry the broker refused");
+                    }
+                }
+                Entry::Foreign(id, why) => {
+                    tracing::warn!(%id, why, "skipping a stream entry not written by Tidings");
+                }
+            }
+        }
+        from
+    }
+}

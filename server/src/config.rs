@@ -1,0 +1,258 @@
+//! Command line and environment configuration (clap).
+//!
+//! Every flag has an environment variable, so the same settings work in a
+//! shell, a container and a unit file. `tidings-server --help` lists them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// The namespace that the default configuration opens to anonymous clients.
+pub const DEFAULT_PUBLIC: &str = "demo:>";
+
+/// `tidings-server`: real-time pub/sub over Server-Sent Events.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidings-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A subcommand; without one the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings (used when no subcommand is given).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a signed access token (JWT) for clients and publishers.
+    Token(TokenArgs),
+}
+
+/// Keys that sign and check tokens.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KeyArgs {
+    /// HS256 secret shared by the server and whoever mints tokens. Without it
+    /// (and without a public key) the server makes up a random secret for
+    /// this run and prints how to mint tokens with it.
+    #[arg(long, env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// Settings of the running server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port. The chosen address is
+    /// printed as `listening on http://ADDR`.
+    #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis URL for cluster mode (several instances share messages and history).
+    #[arg(long, env = "TIDINGS_REDIS_URL")]
+    pub redis: Option<String>,
+
+    /// Token signing/checking secret.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+
+    /// PEM file with an RSA (RS256) or EC P-256 (ES256) public key that
+    /// checks tokens signed by your identity provider.
+    #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Pattern anyone may subscribe and publish to without a token
+    /// (repeatable; env: comma-separated).
+    #[arg(long = "public", env = "TIDINGS_PUBLIC", value_delimiter = ',', default_value = DEFAULT_PUBLIC)]
+    pub public: Vec<String>,
+
+    /// Pattern anyone may subscribe to without a token, but not publish to
+    /// (repeatable; env: comma-separated).
+    #[arg(
+        long = "public-read",
+        env = "TIDINGS_PUBLIC_READ",
+        value_delimiter = ','
+    )]
+    pub public_read: Vec<String>,
+
+    /// Open nothing to anonymous clients (drops the default `demo:>`).
+    #[arg(long, env = "TIDINGS_NO_PUBLIC")]
+    pub no_public: bool,
+
+    /// Interval between heartbeat comments on idle streams (keep it under
+    /// your proxies' idle timeouts).
+    #[arg(long, env = "TIDINGS_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Reconnection delay sent to clients in the `retry:` field (ms).
+    #[arg(long = "retry-ms", env = "TIDINGS_RETRY_MS", default_value_t = 2000)]
+    pub retry_ms: u64,
+
+    /// A stream whose pending bytes cannot be written for this long is
+    /// dropped (dead or stuck client).
+    #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Largest publish body in bytes (413 above).
+    #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most messages in one publish request (413 above).
+    #[arg(long, env = "TIDINGS_MAX_BATCH", default_value_t = 100)]
+    pub max_batch: usize,
+
+    /// Most topics and patterns in one subscription (400 above).
+    #[arg(long, env = "TIDINGS_MAX_TOPICS", default_value_t = 32)]
+    pub max_topics: usize,
+
+    /// Most open streams in total (503 above).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most open streams from one client IP (429 above).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Messages queued for one subscriber before it counts as too slow and
+    /// its stream is closed (it resumes from history).
+    #[arg(long, env = "TIDINGS_QUEUE", default_value_t = 1024)]
+    pub queue: usize,
+
+    /// Messages kept per topic for resuming with `Last-Event-ID`.
+    #[arg(long, env = "TIDINGS_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+
+    /// Origins allowed to use the API from a browser (repeatable; env:
+    /// comma-separated). `*` allows any origin but without cookies.
+    #[arg(
+        long = "cors-origin",
+        env = "TIDINGS_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Take the client address for per-IP limits from the last
+    /// `X-Forwarded-For` entry (only behind a proxy you control).
+    #[arg(long, env = "TIDINGS_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Directory of static files served at `/` (the demo app).
+    #[arg(long, env = "TIDINGS_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
+
+    /// Longest wait for publishes in flight on shutdown.
+    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServeArgs {
+    /// The defaults of the command line, with `--listen 127.0.0.1:0`.
+    fn default() -> Self {
+        let mut args = Cli::parse_from(["tidings-server"]).serve;
+        args.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        args
+    }
+}
+
+impl ServeArgs {
+    /// The patterns open to anonymous clients for subscribing and publishing.
+    pub fn public_patterns(&self) -> (Vec<String>, Vec<String>) {
+        if self.no_public {
+            return (Vec::new(), Vec::new());
+        }
+        let both: Vec<String> = self
+            .public
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect();
+        let mut read = both.clone();
+        read.extend(self.public_read.iter().filter(|p| !p.is_empty()).cloned());
+        (read, both)
+    }
+}
+
+/// `tidings-server token`: mint a token.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Pattern the token may publish to (repeatable).
+    #[arg(long)]
+    pub publish: Vec<String>,
+    /// Pattern the token may subscribe to (repeatable).
+    #[arg(long)]
+    pub subscribe: Vec<String>,
+    /// How long the token is valid (`30m`, `1h`, `7d`).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Subject (`sub` claim), e.g. a user id, for your own records.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// Token signing/checking secret.
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    /// PEM file with an RSA (RS256) or EC P-256 (ES256) private key to sign
+    /// with instead of the HS256 secret.
+    #[arg(long, env = "TIDINGS_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_mean_loopback_8080_with_the_demo_namespace_public() {
+        let cli = Cli::parse_from(["tidings-server"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cli.serve.public_patterns().0, vec![DEFAULT_PUBLIC]);
+        assert_eq!(cli.serve.heartbeat, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn public_read_only_is_not_publishable_and_no_public_closes_all() {
+        let cli = Cli::parse_from([
+            "tidings-server",
+            "--public",
+            "a:>",
+            "--public",
+            "b:*",
+            "--public-read",
+            "news:>",
+        ]);
+        let (read, write) = cli.serve.public_patterns();
+        assert_eq!(read, vec!["a:>", "b:*", "news:>"]);
+        assert_eq!(write, vec!["a:>", "b:*"]);
+        let cli = Cli::parse_from(["tidings-server", "--no-public"]);
+        assert_eq!(cli.serve.public_patterns(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn token_subcommand_parses_ttl() {
+        let cli = Cli::parse_from([
+            "tidings-server",
+            "token",
+            "--publish",
+            "order:>",
+            "--subscribe",
+            "order:>",
+            "--ttl",
+            "2h",
+        ]);
+        let Some(Command::Token(token)) = cli.command else {
+            panic!("expected the token command")
+        };
+        assert_eq!(token.ttl, Duration::from_secs(7200));
+        assert_eq!(token.publish, vec!["order:>"]);
+    }
+}

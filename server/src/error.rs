@@ -1,0 +1,156 @@
+//! The errors the HTTP API answers with: `{"error": {"code", "message"}}`.
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::auth::AuthError;
+
+/// Seconds a client is asked to wait after a connection limit (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+/// An error answered before a stream starts or instead of a publish result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed request (400, `bad_request`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// A topic or pattern breaks the topic rules (400, `bad_topic`).
+    #[error("bad topic `{topic}`: {reason}")]
+    BadTopic {
+        /// The refused text (truncated).
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Too many topics in one subscription (400, `too_many_topics`).
+    #[error("{count} topics in one subscription; the limit is {max}")]
+    TooManyTopics {
+        /// Topics asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Missing or bad token (401, `unauthorized`).
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    /// A topic outside the token's grant (403, `forbidden`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown path (404, `not_found`).
+    #[error("no such endpoint; use GET /events, POST /publish, GET /healthz or GET /metrics")]
+    NotFound,
+    /// Wrong method (405, `method_not_allowed`).
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// Body over the limit (413, `payload_too_large`).
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Batch over the limit (413, `batch_too_large`).
+    #[error("{len} messages in one publish; the limit is {max}")]
+    BatchTooLarge {
+        /// Messages sent.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Publish without a JSON content type (415, `unsupported_media_type`).
+    #[error("publish bodies must be sent with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// Too many streams from this client address (429, `too_many_connections`).
+    #[error("too many open streams from your address (limit {limit}); retry later")]
+    TooManyFromIp {
+        /// The per-address limit.
+        limit: usize,
+    },
+    /// Too many streams in total (503, `server_full`).
+    #[error("the server has reached its stream limit ({limit}); retry later")]
+    ServerFull {
+        /// The global limit.
+        limit: usize,
+    },
+    /// The server cannot accept the request now (503, `unavailable`).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// A [`ApiError::BadTopic`] for `topic`, whose text is cut to keep the answer small.
+    pub fn bad_topic(topic: &str, reason: impl ToString) -> Self {
+        let mut shown: String = topic.chars().take(64).collect();
+        if shown.len() < topic.len() {
+            shown.push('…');
+        }
+        Self::BadTopic {
+            topic: shown,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::BadTopic { .. } | Self::TooManyTopics { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } | Self::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyFromIp { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServerFull { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The machine-readable code in the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::BadTopic { .. } => "bad_topic",
+            Self::TooManyTopics { .. } => "too_many_topics",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TooManyFromIp { .. } => "too_many_connections",
+            Self::ServerFull { .. } => "server_full",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tidings\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,164 @@
+//! `GET /events`: open an SSE stream.
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::Response,
+};
+use bytes::Bytes;
+use serde_json::json;
+use tidings_core::{
+    broker::MessageId,
+    sse::{Event, encode_retry},
+    topic::Pattern,
+};
+
+use super::AppState;
+use crate::{
+    auth::{AuthError, find_token},
+    backend::ConnectionId,
+    error::ApiError,
+    stream::{ConnectionInfo, EventStream, StreamParts},
+};
+
+/// Event sent first on every stream.
+pub const CONNECTED_EVENT: &str = "tidings.connected";
+/// Event sent when messages after the resume id are no longer retained.
+pub const GAP_EVENT: &str = "tidings.gap";
+
+/// What the query string asks for.
+#[derive(Debug, Default)]
+struct EventsQuery {
+    topics: Vec<String>,
+    last_event_id: Option<String>,
+    access_token: Option<String>,
+}
+
+impl EventsQuery {
+    fn parse(query: Option<&str>) -> Self {
+        let mut parsed = Self::default();
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "topic" => parsed.topics.push(value.into_owned()),
+                "lastEventId" => parsed.last_event_id = Some(value.into_owned()),
+                "access_token" => parsed.access_token = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        parsed
+    }
+}
+
+pub(super) async fn subscribe(
+    State(state): State<Arc<AppState>>,
+    conn: Option<axum::Extension<ConnectionInfo>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    state.refuse_if_shutting_down()?;
+    let query = EventsQuery::parse(query.as_deref());
+    let settings = &state.settings;
+
+    // Topics: present, within the limit, valid.
+    if query.topics.is_empty() {
+        return Err(ApiError::BadRequest(
+            "give at least one topic: GET /events?topic=news:>".into(),
+        ));
+    }
+    if query.topics.len() > settings.max_topics {
+        return Err(ApiError::TooManyTopics {
+            count: query.topics.len(),
+            max: settings.max_topics,
+        });
+    }
+    let patterns = query
+        .topics
+        .iter()
+        .map(|t| Pattern::new(t).map_err(|e| ApiError::bad_topic(t, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // Rights.
+    let token = find_token(&headers, query.access_token.as_deref())?;
+    let access = state.auth.authenticate(token)?;
+    if let Some(refused) = patterns.iter().find(|p| !access.may_subscribe(p)) {
+        return Err(match token {
+            None => ApiError::Unauthorized(AuthError::Missing),
+            Some(_) => ApiError::Forbidden(format!(
+                "your token does not allow subscribing to `{refused}`"
+            )),
+        });
+    }
+
+    // Resume point: the header (browsers send it on reconnect) wins.
+    let resume_text = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.last_event_id)
+        .filter(|s| !s.trim().is_empty());
+    let (resume, unknown_resume) = match resume_text.as_deref().map(str::trim) {
+        None => (None, false),
+        Some(text) => match text.parse::<MessageId>() {
+            Ok(id) => (Some(id), false),
+            // Not one of our ids (another deployment?): start live, say so.
+            Err(_) => (None, true),
+        },
+    };
+
+    // Limits last, so refused requests take no place.
+    let conn = conn.map(|axum::Extension(c)| c);
+    let ip = state.client_ip(conn.as_ref(), &headers);
+    let permit = state.limiter.acquire(ip)?;
+
+    let connection = ConnectionId::random();
+    let topic_count = patterns.len();
+    let (subscription, subscribed) = state
+        .backend
+        .subscribe(patterns, resume, connection)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+
+    let mut preface = Vec::with_capacity(256);
+    encode_retry(settings.retry_ms, &mut preface);
+    let connected = json!({"connectionId": connection.to_string(), "topics": query.topics});
+    let connected = connected.to_string();
+    let _ = Event::new(&connected)
+        .with_event(CONNECTED_EVENT)
+        .encode(&mut preface);
+    if subscribed.gap || unknown_resume {
+        let gap = json!({"lastEventId": resume_text}).to_string();
+        let _ = Event::new(&gap).with_event(GAP_EVENT).encode(&mut preface);
+    }
+    let mut farewell = Vec::with_capacity(16);
+    encode_retry(settings.shutdown_retry_ms, &mut farewell);
+
+    tracing::debug!(%connection, %ip, topics = topic_count, replayed = subscribed.replayed, gap = subscribed.gap, "stream opened");
+    let stream = EventStream::new(StreamParts {
+        preface: Bytes::from(preface),
+        farewell: Bytes::from(farewell),
+        subscription,
+        connection,
+        patterns: topic_count,
+        fanout: state.backend.fanout().clone(),
+        metrics: state.metrics.clone(),
+        _permit: permit,
+        slot: state.watchdog.register(conn.map(|c| c.io)),
+    });
+
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}

@@ -1,0 +1,62 @@
+//! `GET /healthz` and `GET /metrics`.
+
+use std::{fmt::Write as _, sync::Arc, sync::atomic::Ordering::Relaxed};
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use super::AppState;
+
+pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    if state.shutting_down.load(Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "shutting down"})),
+        )
+            .into_response();
+    }
+    match state.backend.ready() {
+        Ok(()) => axum::Json(json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut text = state.metrics.render();
+    let stats = state.backend.fanout().stats();
+    let mut gauge = |name: &str, help: &str, value: usize| {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    gauge(
+        "tidings_history_messages",
+        "Messages retained for resuming.",
+        stats.retained,
+    );
+    gauge(
+        "tidings_history_bytes",
+        "Bytes of retained messages.",
+        stats.retained_bytes,
+    );
+    gauge(
+        "tidings_history_topics",
+        "Topics with retained messages.",
+        stats.topics,
+    );
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,196 @@
+//! Server metrics in the Prometheus text format.
+//!
+//! A small registry of atomics per server (not a process-global recorder),
+//! so several servers in one test process keep separate numbers.
+
+use std::{
+    fmt::Write as _,
+    sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+/// Why a stream was dropped by the server or ended by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The subscriber's queue overflowed (too slow).
+    Lagged,
+    /// Pending bytes could not be written within the write timeout.
+    WriteTimeout,
+    /// The client went away (or a write failed).
+    Closed,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        Self::Lagged,
+        Self::WriteTimeout,
+        Self::Closed,
+        Self::Shutdown,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Lagged => "lagged",
+            Self::WriteTimeout => "write_timeout",
+            Self::Closed => "closed",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the publish-to-write latency histogram.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The server's counters and gauges.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open event streams.
+    pub streams: AtomicI64,
+    /// Patterns subscribed across open streams.
+    pub patterns: AtomicI64,
+    /// Messages accepted by `POST /publish`.
+    pub published: AtomicU64,
+    /// Messages written to streams (one per subscriber).
+    pub delivered: AtomicU64,
+    /// Requests refused with an error, total.
+    pub rejected: AtomicU64,
+    drops: [AtomicU64; 4],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a dropped stream.
+    pub fn dropped(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Streams dropped for `reason` so far.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// Records publish-to-write latencies of one written chunk.
+    pub fn record_latencies(&self, latencies: impl Iterator<Item = Duration>) {
+        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut sum = 0u64;
+        let mut any = false;
+        for latency in latencies {
+            let secs = latency.as_secs_f64();
+            let bucket = LATENCY_BUCKETS
+                .iter()
+                .position(|&bound| secs <= bound)
+                .unwrap_or(LATENCY_BUCKETS.len());
+            counts[bucket] += 1;
+            sum = sum.saturating_add(latency.as_nanos() as u64);
+            any = true;
+        }
+        if !any {
+            return;
+        }
+        for (slot, n) in self.latency_buckets.iter().zip(counts) {
+            if n > 0 {
+                slot.fetch_add(n, Relaxed);
+            }
+        }
+        self.latency_sum_nanos.fetch_add(sum, Relaxed);
+    }
+
+    /// Renders everything in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut gauge = |name: &str, help: &str, value: i64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "tidings_connections",
+            "Open event streams.",
+            self.streams.load(Relaxed),
+        );
+        gauge(
+            "tidings_subscriptions",
+            "Topics and patterns subscribed by open streams.",
+            self.patterns.load(Relaxed),
+        );
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "tidings_messages_published_total",
+            "Messages accepted for delivery.",
+            self.published.load(Relaxed),
+        );
+        counter(
+            "tidings_messages_delivered_total",
+            "Messages written to streams (one per subscriber).",
+            self.delivered.load(Relaxed),
+        );
+        counter(
+            "tidings_requests_rejected_total",
+            "Requests answered with an error.",
+            self.rejected.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tidings_stream_drops_total Streams ended, by reason.\n# TYPE tidings_stream_drops_total counter"
+        );
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "tidings_stream_drops_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.drops(reason)
+            );
+        }
+        let name = "tidings_publish_to_write_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from accepting a publish to handing its frame to a stream.\n# TYPE {name} histogram"
+        );
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.latency_buckets[LATENCY_BUCKETS.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.latency_sum_nanos.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_everything() {
+        let m = Metrics::default();
+        m.record_latencies(
+            [
+                Duration::from_micros(50),
+                Duration::from_millis(2),
+                Duration::from_secs(9),
+            ]
+            .into_iter(),
+        );
+        m.dropped(DropReason::Lagged);
+        let text = m.render();
+        assert!(text.contains("tidings_publish_to_write_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("tidings_publish_to_write_seconds_bucket{le=\"0.0025\"} 2\n"));
+        assert!(text.contains("tidings_publish_to_write_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("tidings_publish_to_write_seconds_count 3\n"));
+        assert!(text.contains("tidings_stream_drops_total{reason=\"lagged\"} 1\n"));
+    }
+}

@@ -1,0 +1,331 @@
+//! Building and running the server: keys, backend, listener, accept loop
+//! and graceful shutdown.
+
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use axum::{Router, extract::Request};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tidings_core::{
+    broker::{BrokerConfig, HistoryLimits, MessageId},
+    topic::Pattern,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::{
+    auth::{Access, Authenticator, KeyError, Keys},
+    backend::{Backend, Fanout, MemoryBackend, unix_millis},
+    config::ServeArgs,
+    http::{AppState, Settings, cors_layer, router},
+    limits::ConnectionLimiter,
+    metrics::Metrics,
+    stream::{ConnectionInfo, IoState, WatchedIo},
+};
+
+/// Reconnection delay announced to streams closed by a shutdown (ms).
+pub const SHUTDOWN_RETRY_MS: u64 = 500;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A public pattern is invalid.
+    #[error("public pattern `{pattern}` is invalid: {reason}")]
+    BadPublicPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A key could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The public key file could not be read.
+    #[error("cannot read the public key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: io::Error,
+    },
+    /// A CORS origin is invalid.
+    #[error("{0}")]
+    Cors(String),
+    /// `--redis` was given but this build has no cluster backend yet.
+    #[error(
+        "cluster mode (--redis {0}) is not available in this build yet; run without --redis for the in-memory broker"
+    )]
+    ClusterUnavailable(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: io::Error,
+    },
+}
+
+/// The broker settings that `args` ask for.
+pub fn broker_config(args: &ServeArgs) -> BrokerConfig {
+    BrokerConfig::default()
+        .queue_capacity(args.queue)
+        .history(HistoryLimits {
+            per_topic: args.history,
+            ..HistoryLimits::default()
+        })
+}
+
+/// The one-process backend for `args`.
+pub fn memory_backend(args: &ServeArgs) -> Arc<dyn Backend> {
+    let fanout = Fanout::new(broker_config(args), MessageId::new(unix_millis(), 0));
+    Arc::new(MemoryBackend::new(Arc::new(fanout)))
+}
+
+/// A running server. Dropping the handle does not stop it; call
+/// [`shutdown`](Self::shutdown).
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    state: Arc<AppState>,
+    generated_secret: Option<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl RunningServer {
+    /// The address it listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The HS256 secret made up at start when none was configured.
+    pub fn generated_secret(&self) -> Option<&str> {
+        self.generated_secret.as_deref()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.state.metrics()
+    }
+
+    /// Streams the watchdog looks after now (open streams).
+    pub fn open_streams(&self) -> usize {
+        self.state.watchdog.len()
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Shuts down gracefully: stops accepting, tells every stream to
+    /// reconnect soon and closes it, finishes publishes in flight.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops (after [`begin_shutdown`](Self::begin_shutdown)).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts a server for `args` with the backend they ask for.
+pub async fn start(args: ServeArgs) -> Result<RunningServer, StartError> {
+    if let Some(url) = &args.redis {
+        return Err(StartError::ClusterUnavailable(url.clone()));
+    }
+    let backend = memory_backend(&args);
+    start_with_backend(args, backend).await
+}
+
+/// Starts a server for `args` on a given backend (the cluster mode's entry).
+pub async fn start_with_backend(
+    args: ServeArgs,
+    backend: Arc<dyn Backend>,
+) -> Result<RunningServer, StartError> {
+    let mut keys = Keys::default();
+    let mut generated_secret = None;
+    match &args.keys.jwt_secret {
+        Some(secret) => keys = keys.with_secret(secret.as_bytes())?,
+        None if args.jwt_public_key.is_none() => {
+            let secret = format!(
+                "{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            );
+            keys = keys.with_secret(secret.as_bytes())?;
+            generated_secret = Some(secret);
+        }
+        None => {}
+    }
+    if let Some(path) = &args.jwt_public_key {
+        let pem = std::fs::read(path).map_err(|source| StartError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+        keys = keys.with_public_pem(&pem)?;
+    }
+    let (read, write) = args.public_patterns();
+    let parse = |list: Vec<String>| {
+        list.into_iter()
+            .map(|p| {
+                Pattern::new(&p).map_err(|e| StartError::BadPublicPattern {
+                    pattern: p.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let public = Access {
+        subscribe: parse(read)?,
+        publish: parse(write)?,
+    };
+    let cors = cors_layer(&args.cors_origins).map_err(StartError::Cors)?;
+
+    let settings = Settings {
+        retry_ms: args.retry_ms,
+        shutdown_retry_ms: SHUTDOWN_RETRY_MS.min(args.retry_ms),
+        max_body_bytes: args.max_body_bytes,
+        max_batch: args.max_batch,
+        max_topics: args.max_topics,
+        trust_forwarded_for: args.trust_forwarded_for,
+    };
+    let state = Arc::new(AppState::new(
+        settings,
+        Authenticator::new(keys, public),
+        backend,
+        ConnectionLimiter::new(args.max_connections, args.max_connections_per_ip),
+        args.heartbeat,
+        args.write_timeout,
+    ));
+    let app = router(state.clone(), cors, args.demo_dir.as_deref());
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(serve(
+        listener,
+        app,
+        state.clone(),
+        stop.clone(),
+        args.shutdown_timeout,
+    ));
+    Ok(RunningServer {
+        addr,
+        stop,
+        task,
+        state,
+        generated_secret,
+    })
+}
+
+/// Accepts connections until `stop`, then shuts down gracefully.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+    shutdown_timeout: Duration,
+) {
+    let watchdog_stop = CancellationToken::new();
+    tokio::spawn(state.watchdog.clone().run(watchdog_stop.clone()));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new());
+
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let io_state = Arc::new(IoState::default());
+        let info = ConnectionInfo::new(peer, io_state.clone());
+        let app = app.clone();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(info.clone());
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+        });
+        let connection =
+            builder.serve_connection(TokioIo::new(WatchedIo::new(tcp, io_state.clone())), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = io_state.kill.cancelled() => {
+                    tracing::info!(%peer, "closed a connection that stopped reading");
+                }
+            }
+        });
+    }
+
+    // Shutdown: refuse new work, close every stream with a short `retry:`,
+    // let responses and publishes in flight finish, within the timeout.
+    drop(listener);
+    state.shutting_down.store(true, Relaxed);
+    let fanout = state.backend.fanout().clone();
+    fanout.close_all();
+    let finish = async {
+        // A subscription opened while we were closing the others is closed
+        // by a later round.
+        let closer = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                fanout.close_all();
+            }
+        };
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = closer => {}
+        }
+        state.backend.shutdown().await;
+    };
+    if tokio::time::timeout(shutdown_timeout, finish)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing the remaining connections");
+    }
+    watchdog_stop.cancel();
+}

@@ -1,0 +1,156 @@
+//! The body of `GET /events`: pre-encoded frames, batched into one chunk
+//! per wake-up.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tidings_core::{
+    broker::{RecvError, SharedMessage},
+    sse::HEARTBEAT,
+};
+
+use super::watchdog::SlotGuard;
+use crate::{
+    backend::{ConnectionId, Fanout, Frame, FrameSubscription},
+    limits::ConnectionPermit,
+    metrics::{DropReason, Metrics},
+};
+
+/// Most messages taken from the subscription per chunk.
+const DRAIN_BATCH: usize = 64;
+
+/// Everything a stream owns; all of it is released when the stream drops.
+pub(crate) struct StreamParts {
+    /// `retry:`, `tidings.connected` and maybe `tidings.gap`, sent first.
+    pub preface: Bytes,
+    /// Sent before closing on shutdown: a short `retry:`.
+    pub farewell: Bytes,
+    pub subscription: FrameSubscription,
+    pub connection: ConnectionId,
+    pub patterns: usize,
+    pub fanout: Arc<Fanout>,
+    pub metrics: Arc<Metrics>,
+    pub _permit: ConnectionPermit,
+    pub slot: SlotGuard,
+}
+
+/// An SSE response body. Ends when the subscription lags (too slow) or
+/// closes (shutdown); dropped by hyper when the client goes away or the
+/// watchdog closes the connection. Cleanup runs once, in `Drop`.
+pub(crate) struct EventStream {
+    parts: StreamParts,
+    preface: Option<Bytes>,
+    batch: Vec<SharedMessage<Frame>>,
+    ending: Option<DropReason>,
+    finished: bool,
+}
+
+impl EventStream {
+    pub(crate) fn new(parts: StreamParts) -> Self {
+        parts.metrics.streams.fetch_add(1, Relaxed);
+        parts
+            .metrics
+            .patterns
+            .fetch_add(parts.patterns as i64, Relaxed);
+        Self {
+            preface: Some(parts.preface.clone()),
+            parts,
+            batch: Vec::with_capacity(DRAIN_BATCH),
+            ending: None,
+            finished: false,
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished || this.ending.is_some() {
+            this.finished = true;
+            return Poll::Ready(None);
+        }
+        let slot = &this.parts.slot.slot;
+        slot.waker.register(cx.waker());
+
+        let mut pieces: Vec<Bytes> = Vec::new();
+        if let Some(preface) = this.preface.take() {
+            pieces.push(preface);
+        }
+        this.batch.clear();
+        match this
+            .parts
+            .subscription
+            .poll_recv_many(cx, &mut this.batch, DRAIN_BATCH)
+        {
+            Poll::Ready(Ok(_)) | Poll::Pending => {}
+            Poll::Ready(Err(RecvError::Lagged)) => this.ending = Some(DropReason::Lagged),
+            Poll::Ready(Err(_)) => {
+                pieces.push(this.parts.farewell.clone());
+                this.ending = Some(DropReason::Shutdown);
+            }
+        }
+        if !this.batch.is_empty() {
+            let now = Instant::now();
+            this.parts.metrics.record_latencies(
+                this.batch
+                    .iter()
+                    .map(|m| now.saturating_duration_since(m.payload().published_at)),
+            );
+            this.parts
+                .metrics
+                .delivered
+                .fetch_add(this.batch.len() as u64, Relaxed);
+            pieces.extend(this.batch.drain(..).map(|m| m.payload().bytes.clone()));
+        }
+        if slot.heartbeat_due.swap(false, Relaxed) && pieces.is_empty() {
+            pieces.push(Bytes::from_static(HEARTBEAT));
+        }
+        let chunk = match pieces.len() {
+            0 if this.ending.is_some() => {
+                this.finished = true;
+                return Poll::Ready(None);
+            }
+            0 => return Poll::Pending,
+            1 => pieces.pop().unwrap_or_default(),
+            _ => {
+                // Frames that are ready together go out in one write.
+                let mut joined = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
+                for piece in &pieces {
+                    joined.extend_from_slice(piece);
+                }
+                Bytes::from(joined)
+            }
+        };
+        slot.wrote.store(true, Relaxed);
+        Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        let metrics = &self.parts.metrics;
+        let reason = if self.parts.slot.slot.timed_out.load(Relaxed) {
+            DropReason::WriteTimeout
+        } else {
+            self.ending.unwrap_or(DropReason::Closed)
+        };
+        metrics.dropped(reason);
+        metrics.streams.fetch_sub(1, Relaxed);
+        metrics
+            .patterns
+            .fetch_sub(self.parts.patterns as i64, Relaxed);
+        self.parts.fanout.forget(self.parts.connection);
+        tracing::debug!(connection = %self.parts.connection, ?reason, "stream ended");
+        // The subscription, the connection permit and the watchdog slot are
+        // released as the fields drop.
+    }
+}

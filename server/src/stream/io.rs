@@ -1,0 +1,137 @@
+//! A socket wrapper that notices when writes stop making progress.
+//!
+//! Hyper stops polling a response body while the client is not reading
+//! (its buffers are full), so a stuck stream cannot notice on its own. The
+//! socket can: a write that stays `Pending` marks the connection blocked,
+//! and the [`Watchdog`](super::Watchdog) closes connections blocked longer
+//! than the write timeout.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+/// Milliseconds on a process-wide monotonic clock, never 0.
+pub(crate) fn monotonic_millis() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Write progress and the kill switch of one TCP connection.
+#[derive(Debug, Default)]
+pub(crate) struct IoState {
+    /// [`monotonic_millis`] when a write first returned `Pending`; 0 while
+    /// writes go through.
+    blocked_since: AtomicU64,
+    /// Cancelled to close the connection.
+    pub(crate) kill: CancellationToken,
+}
+
+impl IoState {
+    /// Milliseconds the socket has refused writes, at `now`.
+    pub(crate) fn blocked_for(&self, now: u64) -> u64 {
+        match self.blocked_since.load(Relaxed) {
+            0 => 0,
+            since => now.saturating_sub(since),
+        }
+    }
+}
+
+/// What the server knows about the connection a request came on; in the
+/// request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    pub(crate) io: Arc<IoState>,
+}
+
+impl ConnectionInfo {
+    pub(crate) fn new(peer: SocketAddr, io: Arc<IoState>) -> Self {
+        Self { peer, io }
+    }
+}
+
+/// An IO object that records write stalls in an [`IoState`].
+#[derive(Debug)]
+pub(crate) struct WatchedIo<T> {
+    inner: T,
+    state: Arc<IoState>,
+}
+
+impl<T> WatchedIo<T> {
+    pub(crate) fn new(inner: T, state: Arc<IoState>) -> Self {
+        Self { inner, state }
+    }
+
+    fn track<R>(&self, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match &poll {
+            Poll::Pending => {
+                let _ = self.state.blocked_since.compare_exchange(
+                    0,
+                    monotonic_millis(),
+                    Relaxed,
+                    Relaxed,
+                );
+            }
+            Poll::Ready(_) => {
+                if self.state.blocked_since.load(Relaxed) != 0 {
+                    self.state.blocked_since.store(0, Relaxed);
+                }
+            }
+        }
+        poll
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.track(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.track(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

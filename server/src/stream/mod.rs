@@ -1,0 +1,11 @@
+//! Event streams: the SSE body of `GET /events` and the watchdog that
+//! sends heartbeats and drops stuck connections.
+
+mod events;
+mod io;
+mod watchdog;
+
+pub(crate) use events::{EventStream, StreamParts};
+pub use io::ConnectionInfo;
+pub(crate) use io::{IoState, WatchedIo};
+pub(crate) use watchdog::Watchdog;

@@ -1,0 +1,333 @@
+//! The real binary: startup lines, env configuration, the `token` command,
+//! logs without query tokens, and graceful shutdown on SIGTERM with exit 0.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::json;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidings-server");
+
+struct Spawned {
+    child: Child,
+    base: String,
+    stdout_lines: Vec<String>,
+}
+
+impl Spawned {
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary and reads stdout up to the `listening on` line and the
+/// lines printed with it.
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("TIDINGS_JWT_SECRET")
+        .env_remove("TIDINGS_PUBLIC")
+        .env_remove("TIDINGS_LISTEN")
+        .env_remove("TIDINGS_REDIS_URL")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let mut base = None;
+    // The last startup line is the hint on minting tokens.
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(addr) = line.trim().strip_prefix("listening on ") {
+            base = Some(addr.to_owned());
+        }
+        lines.push(line.trim_end().to_owned());
+        if line.contains("tidings-server token") {
+            break;
+        }
+    }
+    let Some(base) = base else {
+        let _ = child.kill();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        panic!("no `listening on` line: {lines:?}\n{err}");
+    };
+    Spawned {
+        child,
+        base,
+        stdout_lines: lines,
+    }
+}
+
+fn mint(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("token")
+        .args(args)
+        .env_remove("TIDINGS_JWT_SECRET")
+        .output()
+        .unwrap()
+}
+
+async fn open(base: &str, topics: &[&str], extra: &[(&str, &str)]) -> Result<SseStream, Refused> {
+    let url = format!("{base}/events?{}", query(topics, extra));
+    let response = reqwest::get(url).await.unwrap();
+    if response.status() != 200 {
+        return Err(refused(response).await);
+    }
+    Ok(SseStream::new(response))
+}
+
+async fn post(base: &str, path_and_query: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}{path_and_query}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_command_mints_tokens_the_server_accepts_and_query_tokens_stay_out_of_logs() {
+    let mut server = spawn(
+        &["--listen", "127.0.0.1:0"],
+        &[("TIDINGS_JWT_SECRET", "cli-secret")],
+    );
+    let out = mint(&[
+        "--jwt-secret",
+        "cli-secret",
+        "--publish",
+        "crm:>",
+        "--subscribe",
+        "crm:acme:>",
+        "--ttl",
+        "10m",
+        "--sub",
+        "ops",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3);
+
+    let mut s = open(&server.base, &["crm:acme:*"], &[("access_token", &token)])
+        .await
+        .unwrap();
+    s.connected().await;
+    let r = post(
+        &server.base,
+        &format!("/publish?access_token={token}"),
+        json!({"topic": "crm:acme:1", "data": 1}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.event().await.event_type, "message");
+    // The grant is a pattern: other tenants stay closed.
+    let r = open(&server.base, &["crm:>"], &[("access_token", &token)])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 403);
+    // A token from another secret is refused.
+    let other = mint(&["--jwt-secret", "other", "--subscribe", "crm:>"]);
+    let other = String::from_utf8(other.stdout).unwrap().trim().to_owned();
+    let r = open(&server.base, &["crm:acme:1"], &[("access_token", &other)])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    assert!(server.terminate().success());
+    let logs = server.stderr();
+    assert!(logs.contains("/events"), "requests are logged:\n{logs}");
+    assert!(logs.contains("/publish"));
+    assert!(!logs.contains(&token), "a query token was logged:\n{logs}");
+    assert!(!logs.contains(&other));
+    assert!(!logs.contains("access_token"), "{logs}");
+}
+
+#[test]
+fn token_command_refuses_bad_input() {
+    let out = mint(&["--jwt-secret", "s", "--subscribe", "a:>:b"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last segment"));
+    let out = mint(&["--subscribe", "a:>"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
+    let out = mint(&["--jwt-secret", "s", "--subscribe", "a:>", "--ttl", "soon"]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn sigterm_closes_streams_with_a_short_retry_and_exits_zero() {
+    let mut server = spawn(&["--listen", "127.0.0.1:0", "--jwt-secret", "x"], &[]);
+    let mut s = open(&server.base, &["demo:bye"], &[]).await.unwrap();
+    s.connected().await;
+    let r = post(
+        &server.base,
+        "/publish",
+        json!({"topic": "demo:bye", "data": 1}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    let rest = s.rest().await;
+    assert!(matches!(rest.first(), Some(Item::Event(_))), "{rest:?}");
+    assert_eq!(
+        rest.last(),
+        Some(&Item::Retry(tidings_server::SHUTDOWN_RETRY_MS))
+    );
+    assert!(s.ended);
+    // Stopped listening.
+    assert!(
+        reqwest::get(format!("{}/healthz", server.base))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn env_configuration_and_startup_hints() {
+    let mut server = spawn(
+        &[],
+        &[
+            ("TIDINGS_LISTEN", "127.0.0.1:0"),
+            ("TIDINGS_PUBLIC", "room:>,lobby:*"),
+        ],
+    );
+    assert!(
+        server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let printed = server.stdout_lines.join("\n");
+    assert!(printed.contains("room:>, lobby:*"), "{printed}");
+    // No secret: a random one, and the command to mint tokens with it.
+    assert!(
+        printed.contains("tidings-server token --jwt-secret "),
+        "{printed}"
+    );
+    open(&server.base, &["room:1:2"], &[])
+        .await
+        .unwrap()
+        .connected()
+        .await;
+    open(&server.base, &["lobby:x"], &[])
+        .await
+        .unwrap()
+        .connected()
+        .await;
+    assert_eq!(
+        open(&server.base, &["demo:x"], &[])
+            .await
+            .err()
+            .unwrap()
+            .status,
+        401
+    );
+
+    // The printed secret mints tokens this server accepts.
+    let secret = printed
+        .split("token --jwt-secret ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let out = mint(&["--jwt-secret", secret, "--subscribe", "private:>"]);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    open(&server.base, &["private:x"], &[("access_token", &token)])
+        .await
+        .unwrap()
+        .connected()
+        .await;
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn redis_flag_is_accepted_but_cluster_mode_fails_clearly() {
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster mode"));
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--redis",
+        "--jwt-secret",
+        "--jwt-public-key",
+        "--public",
+        "--public-read",
+        "--heartbeat",
+        "--retry-ms",
+        "--write-timeout",
+        "--max-body-bytes",
+        "--max-batch",
+        "--max-topics",
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--queue",
+        "--history",
+        "--cors-origin",
+        "--demo-dir",
+        "--shutdown-timeout",
+        "TIDINGS_LISTEN",
+        "TIDINGS_REDIS_URL",
+        "TIDINGS_JWT_SECRET",
+        "TIDINGS_PUBLIC",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}

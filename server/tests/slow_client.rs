@@ -1,0 +1,144 @@
+//! A client that stops reading is dropped; the others get everything.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpSocket,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_reader_is_dropped_once_while_others_receive_everything() {
+    let t = start_with(|a| {
+        a.queue = 64;
+        a.write_timeout = Duration::from_millis(300);
+        a.max_body_bytes = 1 << 20;
+    })
+    .await;
+    let mut good = t.subscribe(&["demo:flood"]).await.unwrap();
+    good.connected().await;
+
+    // The stuck client: a small receive window, a request, then no reads.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(t.server.local_addr()).await.unwrap();
+    stuck
+        .write_all(b"GET /events?topic=demo%3Aflood HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("both streams open", async || {
+        t.metric("tidings_connections").await == 2.0
+    })
+    .await;
+
+    let payload = "x".repeat(8 * 1024);
+    let mut sent = Vec::new();
+    let mut received = Vec::new();
+    for _ in 0..400 {
+        let batch: Vec<_> = (0..50)
+            .map(|i| json!({"topic": "demo:flood", "data": {"n": sent.len() + i, "pad": payload}}))
+            .collect();
+        let answer = t
+            .publish(&json!(batch), None)
+            .await
+            .expect("publish is never refused");
+        for id in answer["ids"].as_array().unwrap() {
+            sent.push(id.as_str().unwrap().to_owned());
+        }
+        while received.len() < sent.len() {
+            received.push(good.event().await.last_event_id);
+        }
+        if t.metric("tidings_connections").await == 1.0 {
+            break;
+        }
+    }
+    eventually("the stuck stream to be dropped", async || {
+        t.metric("tidings_connections").await == 1.0
+    })
+    .await;
+    assert_eq!(
+        received, sent,
+        "the reading client got every message in order"
+    );
+
+    let lagged = t
+        .metric("tidings_stream_drops_total{reason=\"lagged\"}")
+        .await;
+    let timed_out = t
+        .metric("tidings_stream_drops_total{reason=\"write_timeout\"}")
+        .await;
+    let closed = t
+        .metric("tidings_stream_drops_total{reason=\"closed\"}")
+        .await;
+    eprintln!(
+        "sent {} messages; drops: lagged {lagged}, write_timeout {timed_out}, closed {closed}",
+        sent.len()
+    );
+    assert_eq!(lagged + timed_out + closed, 1.0, "cleanup ran exactly once");
+    assert_eq!(lagged + timed_out, 1.0, "dropped for being slow");
+    assert_eq!(t.metric("tidings_subscriptions").await, 1.0);
+
+    // The server closed the stuck connection: reading drains it to the end.
+    patiently("the stuck connection to be closed", async {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match stuck.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+
+    // The good stream is still live.
+    let id = t.publish_one("demo:flood", json!("after")).await;
+    assert_eq!(good.event().await.last_event_id, id);
+}
+
+#[tokio::test]
+async fn queue_overflow_closes_the_stream_and_the_client_resumes_from_history() {
+    let t = start_with(|a| a.queue = 16).await;
+    let mut s = t.subscribe(&["demo:burst"]).await.unwrap();
+    s.connected().await;
+    let first = t.publish_one("demo:burst", json!(0)).await;
+    assert_eq!(s.event().await.last_event_id, first);
+
+    // One batch is published under one lock: 20 messages overflow a queue of 16.
+    let batch: Vec<_> = (1..=20)
+        .map(|n| json!({"topic": "demo:burst", "data": n}))
+        .collect();
+    let answer = t.publish(&json!(batch), None).await.unwrap();
+    let ids: Vec<String> = answer["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+
+    // The stream ends without delivering the overflowed messages.
+    let rest = s.rest().await;
+    assert!(rest.is_empty(), "{rest:?}");
+    eventually("the drop to be counted", async || {
+        t.metric("tidings_stream_drops_total{reason=\"lagged\"}")
+            .await
+            == 1.0
+    })
+    .await;
+
+    // Resuming replays what the queue can hold, newest last, after a gap signal.
+    let mut s = t
+        .subscribe_with(&["demo:burst"], &[], |r| {
+            r.header("last-event-id", first.as_str())
+        })
+        .await
+        .unwrap();
+    s.connected().await;
+    assert_eq!(s.event().await.event_type, "tidings.gap");
+    for id in &ids[4..] {
+        assert_eq!(&s.event().await.last_event_id, id);
+    }
+}
