@@ -119,3 +119,45 @@ fn errors_tell_the_user_what_to_do() {
          (raise Limits::max_line_len if the server sends longer lines)"
     );
 }
+
+mod chunking {
+    use super::sse_support::{UNLIMITED, decode_cut};
+    use proptest::prelude::*;
+    use tidings_core::sse::Limits;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Under limits too, the result does not depend on the chunking,
+        /// and a stream that reports no error decodes as without limits.
+        #[test]
+        fn limits_do_not_depend_on_chunking(
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["data:", "data: ", "data", "event: ", "id: ", ":", "retry: 1", ""]),
+                    proptest::collection::vec(proptest::sample::select(&b"ab \r\n"[..]), 0..40),
+                    proptest::sample::select(vec!["\n", "\r", "\r\n"]),
+                ),
+                0..20,
+            ),
+            max_line in 1usize..48,
+            max_event in 1usize..96,
+            cuts in proptest::collection::vec(0usize..800, 0..30),
+        ) {
+            let mut stream = Vec::new();
+            for (field, value, end) in lines {
+                stream.extend_from_slice(field.as_bytes());
+                stream.extend_from_slice(&value);
+                stream.extend_from_slice(end.as_bytes());
+            }
+            let limits = Limits::new(max_line, max_event);
+            let whole = decode_cut(limits, &stream, &[]);
+            prop_assert_eq!(&decode_cut(limits, &stream, &cuts), &whole);
+            let bytewise: Vec<usize> = (1..stream.len()).collect();
+            prop_assert_eq!(&decode_cut(limits, &stream, &bytewise), &whole);
+            if whole.0.iter().all(Result::is_ok) {
+                prop_assert_eq!(&whole, &decode_cut(UNLIMITED, &stream, &[]));
+            }
+        }
+    }
+}

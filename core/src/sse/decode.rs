@@ -157,6 +157,9 @@ pub struct Decoder {
     after_cr: bool,
     /// The start of a line that has not ended yet.
     line: Vec<u8>,
+    /// The unfinished line is a `data` line whose value goes straight into
+    /// `data`.
+    data_line: Option<DataLine>,
     /// Skipping the rest of a line that broke `max_line_len`.
     skip_line: bool,
     /// Dropping the event being assembled because it broke a limit.
@@ -171,6 +174,16 @@ pub struct Decoder {
     ready: VecDeque<Result<Decoded, DecodeError>>,
 }
 
+/// A `data` line being streamed into the data buffer.
+#[derive(Debug, Clone, Copy)]
+struct DataLine {
+    /// Bytes of the line so far, for `max_line_len`.
+    len: usize,
+    /// The value went past `max_event_len`; reported when the line ends.
+    overflow: bool,
+}
+
+const DATA_PREFIX: &[u8] = b"data:";
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 const BOM_DONE: u8 = u8::MAX;
 
@@ -192,6 +205,7 @@ impl Decoder {
             bom: 0,
             after_cr: false,
             line: Vec::new(),
+            data_line: None,
             skip_line: false,
             skip_event: false,
             data: Vec::new(),
@@ -349,6 +363,7 @@ impl Decoder {
         self.bom = 0;
         self.after_cr = false;
         self.line.clear();
+        self.data_line = None;
         self.skip_line = false;
         self.skip_event = false;
         self.data.clear();
@@ -365,26 +380,8 @@ impl Decoder {
                 input = &input[1..];
             }
         }
-        while let Some(end) = memchr::memchr2(b'\n', b'\r', input) {
-            let part = &input[..end];
-            if self.skip_line {
-                self.skip_line = false;
-            } else if self.line.is_empty() {
-                if part.len() > self.limits.max_line_len {
-                    self.line_too_long();
-                } else {
-                    self.decode_line(part);
-                }
-            } else if self.line.len() + part.len() > self.limits.max_line_len {
-                self.line.clear();
-                self.line_too_long();
-            } else {
-                let mut line = core::mem::take(&mut self.line);
-                line.extend_from_slice(part);
-                self.decode_line(&line);
-                line.clear();
-                self.line = line;
-            }
+        while let Some(end) = find_line_end(input) {
+            self.end_line(&input[..end]);
             let crlf = input[end] == b'\r';
             input = &input[end + 1..];
             if crlf {
@@ -395,21 +392,119 @@ impl Decoder {
                 }
             }
         }
-        if input.is_empty() || self.skip_line {
+        if !input.is_empty() {
+            self.continue_line(input);
+        }
+    }
+
+    /// `part` ends the current line (its line break follows).
+    fn end_line(&mut self, part: &[u8]) {
+        if self.skip_line {
+            self.skip_line = false;
+        } else if self.data_line.is_some() {
+            if self.stream_data(part) {
+                self.end_data_line();
+            }
+        } else if self.line.is_empty() {
+            // The whole line is in this chunk: no copy.
+            if part.len() > self.limits.max_line_len {
+                self.line_too_long();
+            } else {
+                self.decode_line(part);
+            }
+        } else if self.line.len() + part.len() > self.limits.max_line_len {
+            self.line.clear();
+            self.line_too_long();
+        } else {
+            let mut line = core::mem::take(&mut self.line);
+            line.extend_from_slice(part);
+            self.decode_line(&line);
+            line.clear();
+            self.line = line;
+        }
+    }
+
+    /// `part` continues the current line, which has not ended yet.
+    fn continue_line(&mut self, part: &[u8]) {
+        if self.skip_line {
             return;
         }
-        if self.line.len() + input.len() > self.limits.max_line_len {
+        if self.data_line.is_some() {
+            if !self.stream_data(part) {
+                self.skip_line = true;
+            }
+            return;
+        }
+        if self.line.len() + part.len() > self.limits.max_line_len {
             self.line.clear();
             self.line_too_long();
             self.skip_line = true;
-        } else {
-            self.line.extend_from_slice(input);
+            return;
+        }
+        self.line.extend_from_slice(part);
+        // A long data line goes straight into the data buffer instead of
+        // being copied twice. One byte past the colon must be known, to
+        // decide whether it is the space to remove.
+        if !self.skip_event
+            && self.line.len() > DATA_PREFIX.len()
+            && self.line.starts_with(DATA_PREFIX)
+        {
+            let value = &self.line[DATA_PREFIX.len()..];
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            // An oversized event is reported at the end of the line, as
+            // when the line arrives whole: it may still turn out too long.
+            let overflow = self.data.len() + value.len() > self.limits.max_event_len;
+            if !overflow {
+                self.data.extend_from_slice(value);
+            }
+            self.data_line = Some(DataLine {
+                len: self.line.len(),
+                overflow,
+            });
+            self.line.clear();
+        }
+    }
+
+    /// Appends `part` of a data line being streamed into the data buffer;
+    /// false if the line broke `max_line_len` (reported, event discarded).
+    fn stream_data(&mut self, part: &[u8]) -> bool {
+        let Some(line) = &mut self.data_line else {
+            return false;
+        };
+        line.len += part.len();
+        if line.len > self.limits.max_line_len {
+            self.data_line = None;
+            self.line_too_long();
+            return false;
+        }
+        if !line.overflow {
+            if self.data.len() + part.len() > self.limits.max_event_len {
+                line.overflow = true;
+            } else {
+                self.data.extend_from_slice(part);
+            }
+        }
+        true
+    }
+
+    fn end_data_line(&mut self) {
+        match self.data_line.take() {
+            Some(DataLine { overflow: true, .. }) => self.event_too_large(),
+            Some(_) => self.data.push(b'\n'),
+            None => {}
         }
     }
 
     fn line_too_long(&mut self) {
         self.ready.push_back(Err(DecodeError::LineTooLong {
             limit: self.limits.max_line_len,
+        }));
+        self.discard_event();
+    }
+
+    fn event_too_large(&mut self) {
+        self.ready.push_back(Err(DecodeError::EventTooLarge {
+            limit: self.limits.max_event_len,
         }));
         self.discard_event();
     }
@@ -440,11 +535,7 @@ impl Decoder {
                 // The buffer holds an LF after each line; the last one is dropped
                 // at dispatch and does not count.
                 if self.data.len() + value.len() > self.limits.max_event_len {
-                    self.ready.push_back(Err(DecodeError::EventTooLarge {
-                        limit: self.limits.max_event_len,
-                    }));
-                    self.discard_event();
-                    return;
+                    return self.event_too_large();
                 }
                 self.data.reserve(value.len() + 1);
                 self.data.extend_from_slice(value);
@@ -506,6 +597,23 @@ impl Decoder {
             last_event_id: self.last_event_id.clone(),
         })));
     }
+}
+
+/// Finds the next CR or LF.
+#[inline]
+fn find_line_end(input: &[u8]) -> Option<usize> {
+    // Most lines of a busy stream are short: a plain loop over the first
+    // bytes is cheaper than setting up a SIMD search.
+    const SHORT: usize = 16;
+    if let Some(end) = input
+        .iter()
+        .take(SHORT)
+        .position(|&b| b == b'\n' || b == b'\r')
+    {
+        return Some(end);
+    }
+    let rest = input.get(SHORT..)?;
+    memchr::memchr2(b'\n', b'\r', rest).map(|end| end + SHORT)
 }
 
 /// Appends `bytes` to `out`, replacing invalid UTF-8 with U+FFFD.
