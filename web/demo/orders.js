@@ -61,9 +61,15 @@ async function watch(tenant, lastEventId) {
       console.error(error);
     }
   });
-  client.on("tidings.gap", () =>
-    logLine($("events"), "gap", tag("gap", "bad"), " some updates are older than the server's history"),
-  );
+  const fromStart = lastEventId === "0-0";
+  let received = 0;
+  client.on("tidings.gap", () => {
+    // Asking for everything from `0-0` always reaches past the retained
+    // history: that is the point of the first load, not a loss.
+    if (fromStart && received === 0) logLine($("events"), "history", tag("history"), " the changes the server still holds:");
+    else logLine($("events"), "gap", tag("gap", "bad"), " some updates are older than the server's history: reload");
+  });
+  client.on("status", () => received++);
   client.on("status", onStatus);
 }
 
@@ -107,6 +113,7 @@ $("watch-form").addEventListener("submit", (event) => {
   seen.clear();
   render();
   $("events").replaceChildren();
+  $("last-id").textContent = "–";
   setDropped(false);
   watch(watching, "0-0");
 });
