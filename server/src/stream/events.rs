@@ -48,6 +48,7 @@ pub(crate) struct EventStream {
     parts: StreamParts,
     preface: Option<Bytes>,
     batch: Vec<SharedMessage<Frame>>,
+    pieces: Vec<Bytes>,
     ending: Option<DropReason>,
     finished: bool,
 }
@@ -62,7 +63,9 @@ impl EventStream {
         Self {
             preface: Some(parts.preface.clone()),
             parts,
-            batch: Vec::with_capacity(DRAIN_BATCH),
+            // Grown on first use: idle streams keep no buffers.
+            batch: Vec::new(),
+            pieces: Vec::new(),
             ending: None,
             finished: false,
         }
@@ -81,7 +84,8 @@ impl Stream for EventStream {
         let slot = &this.parts.slot.slot;
         slot.waker.register(cx.waker());
 
-        let mut pieces: Vec<Bytes> = Vec::new();
+        let pieces = &mut this.pieces;
+        pieces.clear();
         if let Some(preface) = this.preface.take() {
             pieces.push(preface);
         }
@@ -124,7 +128,7 @@ impl Stream for EventStream {
             _ => {
                 // Frames that are ready together go out in one write.
                 let mut joined = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
-                for piece in &pieces {
+                for piece in pieces.iter() {
                     joined.extend_from_slice(piece);
                 }
                 Bytes::from(joined)
