@@ -189,12 +189,15 @@ async fn log_request(State(state): State<Arc<AppState>>, request: Request, next:
     if status.is_client_error() || status.is_server_error() {
         state.metrics.rejected.fetch_add(1, Relaxed);
     }
-    tracing::info!(
-        %method,
-        path,
-        status = status.as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let micros = started.elapsed().as_micros() as u64;
+    let status = status.as_u16();
+    // Successes are routine (and many under load): debug. Refusals: info.
+    if status >= 500 {
+        tracing::warn!(%method, path, status, micros, "request");
+    } else if status >= 400 {
+        tracing::info!(%method, path, status, micros, "request");
+    } else {
+        tracing::debug!(%method, path, status, micros, "request");
+    }
     response.into_response()
 }

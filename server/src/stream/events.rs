@@ -54,14 +54,14 @@ pub(crate) struct EventStream {
 }
 
 impl EventStream {
-    pub(crate) fn new(parts: StreamParts) -> Self {
+    pub(crate) fn new(mut parts: StreamParts) -> Self {
         parts.metrics.streams.fetch_add(1, Relaxed);
         parts
             .metrics
             .patterns
             .fetch_add(parts.patterns as i64, Relaxed);
         Self {
-            preface: Some(parts.preface.clone()),
+            preface: Some(std::mem::take(&mut parts.preface)),
             parts,
             // Grown on first use: idle streams keep no buffers.
             batch: Vec::new(),

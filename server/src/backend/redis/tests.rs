@@ -80,7 +80,8 @@ async fn recv(sub: &mut FrameSubscription, n: usize) -> Vec<(MessageId, String)>
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), async {
         while got.len() < n {
-            sub.recv_many(&mut got, n - got.len()).await.expect("subscribed");
+            let want = n - got.len();
+            sub.recv_many(&mut got, want).await.expect("subscribed");
         }
     })
     .await
@@ -168,7 +169,7 @@ async fn a_new_instance_loads_the_history_and_resumes_without_loss_or_duplicate(
     assert!(gap);
     // An id ahead of this instance (from one that has read further) waits
     // for what follows it: no gap, nothing twice.
-    let ahead = ids[4].successor();
+    let ahead = live[0].successor();
     let (mut waiting, _, gap) = subscribe(&late, "h:>", Some(ahead));
     assert!(!gap);
     let next = a.publish(vec![message("h:x", "6")]).await.unwrap();
