@@ -6,7 +6,7 @@
 // Run: scripts/test-e2e.sh
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { redisUrl, screenshotSideBySide, startBrowser, startFailoverProxy, startServer, unique } from "./support/harness.mjs";
+import { deleteRedisKey, redisUrl, screenshotSideBySide, startBrowser, startFailoverProxy, startServer, unique } from "./support/harness.mjs";
 import {
   answer,
   countActivity,
@@ -30,17 +30,18 @@ test("two instances with Redis: players on different instances share the room; o
   // A 3 s `retry:` floor keeps the stopped instance's player away long
   // enough for a message to be published while it is disconnected.
   const args = ["--retry-ms", "3000"];
-  const stops = [];
+  const streamKey = unique("tidings-e2e:");
+  const stops = [() => deleteRedisKey(redisUrl, streamKey)];
   try {
     let a;
     try {
-      a = await startServer({ redis: redisUrl, args });
+      a = await startServer({ redis: redisUrl, streamKey, args });
     } catch (error) {
       if (/not available in this build/.test(error.message)) return t.skip("tidings-server has no cluster mode yet");
       throw error;
     }
     stops.push(() => a.stop());
-    const b = await startServer({ redis: redisUrl, args });
+    const b = await startServer({ redis: redisUrl, streamKey, args });
     stops.push(() => b.stop());
     const toA = await startFailoverProxy([a.origin, b.origin]);
     stops.push(() => toA.stop());

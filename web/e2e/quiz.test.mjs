@@ -85,6 +85,11 @@ test("two players: each sees the other join (no echo of their own), answers reac
   }
 });
 
+// What the in-memory server promises across a restart (its history dies with
+// the process): a publish while it is down is refused, never silently lost;
+// every message accepted after it is back reaches each page once, including
+// those published before the page has reconnected (resume by Last-Event-ID).
+// Redis mode keeps the history too: see cluster.test.mjs.
 test("the server restarts mid-quiz: both pages reconnect by themselves and see what was published before they did", { timeout: 120_000 }, async () => {
   // A 3 s `retry:` floor keeps the pages away long enough to publish while
   // they are disconnected.

@@ -21,9 +21,10 @@ export const jwtSecret = "demo-e2e-secret";
  * prints `listening on http://ADDR`. `stop()` sends SIGKILL (a crash) unless
  * given another signal, and resolves when the process is gone.
  */
-export async function startServer({ listen = "127.0.0.1:0", redis, args = [] } = {}) {
+export async function startServer({ listen = "127.0.0.1:0", redis, streamKey, args = [] } = {}) {
   const argv = ["--listen", listen, "--demo-dir", demoDir, "--public", "quiz:>", "--jwt-secret", jwtSecret, ...args];
   if (redis) argv.push("--redis", redis);
+  if (redis && streamKey && serverHelp().includes("--redis-stream-key")) argv.push("--redis-stream-key", streamKey);
   const child = spawn(serverBin, argv, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
@@ -54,6 +55,22 @@ export async function startServer({ listen = "127.0.0.1:0", redis, args = [] } =
       return exited;
     },
   };
+}
+
+let help;
+/** `tidings-server --help`, to use flags only when the server has them. */
+function serverHelp() {
+  help ??= execFileSync(serverBin, ["--help"]).toString();
+  return help;
+}
+
+/** Deletes a Redis key (a test's own stream) with `redis-cli`, if it is installed. */
+export function deleteRedisKey(url, key) {
+  try {
+    execFileSync("redis-cli", ["-u", url, "del", key], { stdio: "ignore" });
+  } catch {
+    // No redis-cli: the key stays, it is small and capped by MAXLEN.
+  }
 }
 
 /** A token from `tidings-server token`, signed with the test servers' secret. */
