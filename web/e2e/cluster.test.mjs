@@ -6,7 +6,7 @@
 // Run: scripts/test-e2e.sh
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { deleteRedisKey, redisUrl, screenshotSideBySide, startBrowser, startFailoverProxy, startServer, unique } from "./support/harness.mjs";
+import { deleteRedisKey, redisUrl, screenshotOpenPages, screenshotSideBySide, startBrowser, startFailoverProxy, startServer, unique } from "./support/harness.mjs";
 import {
   answer,
   countActivity,
@@ -89,6 +89,9 @@ test("two instances with Redis: players on different instances share the room; o
       assert.equal(await countActivity(page, "question", "Question 2 of"), 1);
     }
     await screenshotSideBySide(browser, [alice, bob], "cluster-failover");
+  } catch (error) {
+    await screenshotOpenPages("failed-cluster");
+    throw error;
   } finally {
     for (const stop of stops.reverse()) await stop();
   }

@@ -3,7 +3,7 @@
 // Run: scripts/test-e2e.sh
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { mintToken, newPlayerPage, publish, screenshot, startBrowser, startServer } from "./support/harness.mjs";
+import { mintToken, newPlayerPage, publish, screenshot, shotsOnFailure, startBrowser, startServer } from "./support/harness.mjs";
 
 let browser, server;
 before(async () => {
@@ -44,7 +44,7 @@ function events(page) {
   );
 }
 
-test("a dropped board resumes: changes published meanwhile arrive once each", { timeout: 90_000 }, async () => {
+test("a dropped board resumes: changes published meanwhile arrive once each", { timeout: 90_000 }, shotsOnFailure("orders-resume", async () => {
   const acme = tokenFor("acme");
   const page = await openBoard("acme", acme);
   await publishWithForm(page, "1001", "paid");
@@ -74,9 +74,9 @@ test("a dropped board resumes: changes published meanwhile arrive once each", { 
   await screenshot(page, "orders-resume");
   assert.equal(await page.locator("#events .tag.bad").count(), 0, "no duplicate or gap marker");
   assert.deepEqual(page.errors, []);
-});
+}));
 
-test("a token for tenant acme cannot watch or publish to globex: 403 in the page", { timeout: 90_000 }, async () => {
+test("a token for tenant acme cannot watch or publish to globex: 403 in the page", { timeout: 90_000 }, shotsOnFailure("orders-tenants", async () => {
   const acme = tokenFor("acme");
   const globex = tokenFor("globex");
   const page = await openBoard("acme", acme);
@@ -106,4 +106,4 @@ test("a token for tenant acme cannot watch or publish to globex: 403 in the page
   await waitForRow(globexPage, "7", "shipped");
   assert.equal(await globexPage.locator('#orders tr[data-order="8"]').count(), 0, "acme's order on globex's board");
   await screenshot(globexPage, "orders-globex");
-});
+}));

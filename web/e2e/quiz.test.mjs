@@ -3,7 +3,7 @@
 // Run: scripts/test-e2e.sh
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { screenshot, screenshotSideBySide, startBrowser, startServer, unique } from "./support/harness.mjs";
+import { screenshot, screenshotOpenPages, screenshotSideBySide, startBrowser, startServer, unique } from "./support/harness.mjs";
 import {
   activity,
   answer,
@@ -80,6 +80,9 @@ test("two players: each sees the other join (no echo of their own), answers reac
     await waitForPlayerGone(alice, "Bob");
     await screenshot(alice, "quiz-after-leave");
     assert.deepEqual(alice.errors, []);
+  } catch (error) {
+    await screenshotOpenPages("failed-quiz-two-players");
+    throw error;
   } finally {
     await server.stop();
   }
@@ -132,6 +135,9 @@ test("the server restarts mid-quiz: both pages reconnect by themselves and see w
     await waitForPlayer(alice, "Bob", { answered: true });
     await screenshot(alice, "quiz-restart-alice");
     await screenshot(bob, "quiz-restart-bob");
+  } catch (error) {
+    await screenshotOpenPages("failed-quiz-restart");
+    throw error;
   } finally {
     await server.stop();
   }

@@ -159,10 +159,14 @@ export function startBrowser() {
   });
 }
 
+const openPages = new Set();
+
 /** A page in its own browser context (its own cookies and storage: another user). */
 export async function newPlayerPage(browser, url) {
   const context = await browser.newContext({ viewport: { width: 960, height: 700 } });
   const page = await context.newPage();
+  openPages.add(page);
+  page.on("close", () => openPages.delete(page));
   page.errors = [];
   page.on("pageerror", (error) => page.errors.push(String(error)));
   page.on("console", (message) => {
@@ -178,6 +182,24 @@ export async function screenshot(page, name) {
   const file = path.join(artifactsDir, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   return file;
+}
+
+/** Screenshots every page still open as NAME-1.png, NAME-2.png...: what a failed test left on screen. */
+export async function screenshotOpenPages(name) {
+  let n = 0;
+  for (const page of openPages) await screenshot(page, `${name}-${++n}`).catch(() => {});
+}
+
+/** Wraps a test body: when it fails, every open page is saved as failed-NAME-N.png first. */
+export function shotsOnFailure(name, body) {
+  return async (t) => {
+    try {
+      return await body(t);
+    } catch (error) {
+      await screenshotOpenPages(`failed-${name}`);
+      throw error;
+    }
+  };
 }
 
 /** A name no other test run uses (rooms, tenants), so histories never mix. */
