@@ -36,7 +36,7 @@ if (!token) {
   $("board").hidden = false;
   $("who").textContent = ownTenant ? `signed in as tenant ${ownTenant}` : "signed in";
   $("watch").value = watching ?? "";
-  watch(watching, "0-0"); // `0-0`: replay the retained history, the board's current state
+  watch(watching, "0-0").catch(showConnectError); // `0-0`: replay the retained history, the board's current state
 }
 
 /** Opens the stream for `tenant`'s orders, resuming after `lastEventId`. */
@@ -115,7 +115,7 @@ $("watch-form").addEventListener("submit", (event) => {
   $("events").replaceChildren();
   $("last-id").textContent = "–";
   setDropped(false);
-  watch(watching, "0-0");
+  watch(watching, "0-0").catch(showConnectError);
 });
 
 // Drop the stream on purpose; publishing still works. Reconnecting resumes
@@ -130,7 +130,7 @@ $("resume").addEventListener("click", () => {
   const from = debug.resumeFrom;
   setDropped(false);
   logLine($("events"), "resume", tag("resuming", "accent"), " after ", code(from ?? "the start"));
-  watch(watching, from ?? "0-0");
+  watch(watching, from ?? "0-0").catch(showConnectError);
 });
 
 function setDropped(value) {
@@ -154,6 +154,10 @@ $("publish-form").addEventListener("submit", async (event) => {
     $("publish-result").textContent = `Refused (HTTP ${error.status ?? "?"}): ${error.message}`;
   }
 });
+
+function showConnectError(error) {
+  showError(`Cannot connect: ${error.message}`);
+}
 
 function showError(text) {
   $("board-error").textContent = text;

@@ -37,6 +37,8 @@ $("as-host").checked = params.has("host");
 
 $("join-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const button = event.submitter;
+  button.disabled = true;
   $("join-error").hidden = true;
   try {
     await join($("nickname").value.trim(), $("room-name").value.trim(), $("as-host").checked);
@@ -44,6 +46,8 @@ $("join-form").addEventListener("submit", async (event) => {
     showError($("join-error"), `Could not join: ${error.message}`);
     client?.close();
     client = null;
+  } finally {
+    button.disabled = false;
   }
 });
 
