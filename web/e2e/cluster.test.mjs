@@ -9,6 +9,7 @@ import { after, before, test } from "node:test";
 import { deleteRedisKey, redisUrl, screenshotOpenPages, screenshotSideBySide, startBrowser, startFailoverProxy, startServer, unique } from "./support/harness.mjs";
 import {
   answer,
+  blockStream,
   countActivity,
   joinRoom,
   lastOpenedAt,
@@ -27,21 +28,18 @@ after(async () => {
 });
 
 test("two instances with Redis: players on different instances share the room; one instance stops and its player goes on", { timeout: 120_000 }, async (t) => {
-  // A 3 s `retry:` floor keeps the stopped instance's player away long
-  // enough for a message to be published while it is disconnected.
-  const args = ["--retry-ms", "3000"];
   const streamKey = unique("tidings-e2e:");
   const stops = [() => deleteRedisKey(redisUrl, streamKey)];
   try {
     let a;
     try {
-      a = await startServer({ redis: redisUrl, streamKey, args });
+      a = await startServer({ redis: redisUrl, streamKey });
     } catch (error) {
       if (/not available in this build/.test(error.message)) return t.skip("tidings-server has no cluster mode yet");
       throw error;
     }
     stops.push(() => a.stop());
-    const b = await startServer({ redis: redisUrl, streamKey, args });
+    const b = await startServer({ redis: redisUrl, streamKey });
     stops.push(() => b.stop());
     const toA = await startFailoverProxy([a.origin, b.origin]);
     stops.push(() => toA.stop());
@@ -62,13 +60,16 @@ test("two instances with Redis: players on different instances share the room; o
     await answer(alice, 1);
     await waitForPlayer(bob, "Alice", { answered: true });
 
-    // Instance A dies. While Alice's page is away, Bob answers on B.
+    // Instance A dies. While Alice's page is away (its stream requests held
+    // off by the test), Bob answers on B.
+    const unblock = await blockStream(alice);
     await a.stop("SIGKILL");
     await waitForState(alice, "reconnecting");
     const before = await bob.evaluate(() => window.tidingsDemo.published.length);
     await answer(bob, 1);
     await bob.waitForFunction((n) => window.tidingsDemo.published.length > n, before);
     const answeredAt = (await bob.evaluate(() => window.tidingsDemo.published.at(-1))).at;
+    await unblock();
 
     // Alice's page reconnects by itself, through the proxy to B, and resumes
     // from the shared history: Bob's answer arrives once.

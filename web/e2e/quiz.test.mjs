@@ -7,6 +7,7 @@ import { screenshot, screenshotOpenPages, screenshotSideBySide, startBrowser, st
 import {
   activity,
   answer,
+  blockStream,
   countActivity,
   joinRoom,
   lastOpenedAt,
@@ -92,12 +93,11 @@ test("two players: each sees the other join (no echo of their own), answers reac
 // the process): a publish while it is down is refused, never silently lost;
 // every message accepted after it is back reaches each page once, including
 // those published before the page has reconnected (resume by Last-Event-ID).
+// Nothing here waits for a timer: the test holds the pages' stream requests
+// off while it publishes in the gap.
 // Redis mode keeps the history too: see cluster.test.mjs.
 test("the server restarts mid-quiz: both pages reconnect by themselves and see what was published before they did", { timeout: 120_000 }, async () => {
-  // A 3 s `retry:` floor keeps the pages away long enough to publish while
-  // they are disconnected.
-  const args = ["--retry-ms", "3000"];
-  let server = await startServer({ args });
+  let server = await startServer();
   try {
     const room = unique("room");
     const alice = await joinRoom(browser, server.origin, { room, name: "Alice", host: true });
@@ -107,6 +107,9 @@ test("the server restarts mid-quiz: both pages reconnect by themselves and see w
     await waitForQuestion(bob, 1);
 
     // Crash: while the server is down, the host's "next" is refused, visibly.
+    // The pages' stream requests are held off until the test has published
+    // in the gap, however their backoff timers fall.
+    const unblock = [await blockStream(alice), await blockStream(bob)];
     await server.stop("SIGKILL");
     await waitForState(alice, "reconnecting");
     await waitForState(bob, "reconnecting");
@@ -116,11 +119,12 @@ test("the server restarts mid-quiz: both pages reconnect by themselves and see w
 
     // Back on the same address (the in-memory history starts empty). The
     // host moves on before either page has reconnected.
-    server = await startServer({ listen: server.listen, args });
+    server = await startServer({ listen: server.listen });
     const before = await alice.evaluate(() => window.tidingsDemo.published.length);
     await alice.click("#next");
     await alice.waitForFunction((n) => window.tidingsDemo.published.length > n, before);
     const publishedAt = (await alice.evaluate(() => window.tidingsDemo.published.at(-1))).at;
+    for (const release of unblock) await release();
     await waitForQuestion(alice, 2);
     await waitForQuestion(bob, 2);
     for (const page of [alice, bob]) {

@@ -88,3 +88,15 @@ export function lastOpenedAt(page) {
 export async function countActivity(page, kind, text) {
   return (await activity(page)).filter((e) => e.kind === kind && e.text.includes(text)).length;
 }
+
+/**
+ * Makes the page's stream requests fail (as if the server were still out of
+ * reach) until the returned `unblock()`: the page keeps retrying with its
+ * backoff, and a message published meanwhile is surely published in the gap.
+ */
+export async function blockStream(page) {
+  const isStream = (url) => url.pathname === "/events";
+  const refuse = (route) => route.abort("connectionrefused");
+  await page.route(isStream, refuse);
+  return () => page.unroute(isStream, refuse);
+}
