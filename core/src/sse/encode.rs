@@ -131,16 +131,15 @@ impl<'a> Event<'a> {
     /// ```
     pub fn validate(&self) -> Result<(), EncodeError> {
         if let Some(id) = self.id {
-            let id = id.as_bytes();
-            if memchr::memchr2(b'\r', b'\n', id).is_some() {
+            if has_line_break(id.as_bytes()) {
                 return Err(EncodeError::IdContainsLineBreak);
             }
-            if memchr::memchr(0, id).is_some() {
+            if id.contains('\0') {
                 return Err(EncodeError::IdContainsNul);
             }
         }
         if let Some(event) = self.event {
-            if memchr::memchr2(b'\r', b'\n', event.as_bytes()).is_some() {
+            if has_line_break(event.as_bytes()) {
                 return Err(EncodeError::EventTypeContainsLineBreak);
             }
         }
@@ -276,6 +275,17 @@ fn write_field(out: &mut Vec<u8>, prefix: &[u8], value: &[u8]) {
     out.extend_from_slice(prefix);
     out.extend_from_slice(value);
     out.push(b'\n');
+}
+
+/// Whether `bytes` contains a CR or LF.
+#[inline]
+fn has_line_break(bytes: &[u8]) -> bool {
+    // Ids and event types are short: a plain loop beats a SIMD search there.
+    if bytes.len() < 32 {
+        bytes.iter().any(|&b| b == b'\n' || b == b'\r')
+    } else {
+        memchr::memchr2(b'\n', b'\r', bytes).is_some()
+    }
 }
 
 /// Calls `f` with each line of `text`, split at CRLF, LF or CR.
