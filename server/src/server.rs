@@ -104,12 +104,6 @@ pub struct RunningServer {
     generated_secret: Option<String>,
 }
 
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
-    }
-}
-
 impl RunningServer {
     /// The address it listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {

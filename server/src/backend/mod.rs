@@ -6,16 +6,18 @@
 //!
 //! - [`MemoryBackend`] (one process): a publish goes straight into the
 //!   fan-out, which assigns the id.
-//! - A cluster backend (Redis) appends the publish to a shared log and
+//! - [`RedisBackend`] (cluster) appends the publish to a shared log and
 //!   answers with the log's id; one reader per process then feeds every
 //!   entry, in log order, into its own fan-out with
 //!   [`Fanout::publish_with_id`].
 
 mod fanout;
 mod memory;
+pub mod redis;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+pub use self::redis::{RedisBackend, RedisSettings, RedisStartError};
 pub use fanout::{ConnectionId, Fanout, Frame, FrameSubscription, encode, unix_millis};
 pub use memory::MemoryBackend;
 use tidings_core::{

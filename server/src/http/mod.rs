@@ -63,6 +63,15 @@ pub struct AppState {
     pub(crate) shutting_down: AtomicBool,
 }
 
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .field("shutting_down", &self.shutting_down)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AppState {
     pub(crate) fn new(
         settings: Settings,

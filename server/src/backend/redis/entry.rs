@@ -62,11 +62,17 @@ pub(super) fn xadd(key: &str, max_len: usize, message: &Outgoing) -> Cmd {
 
 /// Parses a stream id (`time-seq`) from a reply value.
 pub(super) fn parse_id(value: &Value) -> Result<MessageId, BadReply> {
-    let text = text(value).ok_or_else(|| BadReply(format!("expected a stream id, got {value:?}")))?;
+    let text =
+        text(value).ok_or_else(|| BadReply(format!("expected a stream id, got {value:?}")))?;
     std::str::from_utf8(text)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| BadReply(format!("`{}` is not a stream id", String::from_utf8_lossy(text))))
+        .ok_or_else(|| {
+            BadReply(format!(
+                "`{}` is not a stream id",
+                String::from_utf8_lossy(text)
+            ))
+        })
 }
 
 /// The entries of an `XRANGE`/`XREVRANGE` reply (or of one stream in an
@@ -176,7 +182,10 @@ mod tests {
     }
 
     fn entry(id: &str, fields: &[&str]) -> Value {
-        Value::Array(vec![bulk(id), Value::Array(fields.iter().map(|f| bulk(f)).collect())])
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
     }
 
     #[test]
@@ -197,7 +206,20 @@ mod tests {
         };
         assert_eq!(
             args(&xadd("k", 500, &message)),
-            ["XADD", "k", "MAXLEN", "~", "500", "*", "topic", "a:b", "type", "status", "data", r#"{"x":1}"#]
+            [
+                "XADD",
+                "k",
+                "MAXLEN",
+                "~",
+                "500",
+                "*",
+                "topic",
+                "a:b",
+                "type",
+                "status",
+                "data",
+                r#"{"x":1}"#
+            ]
         );
         message.exclude = Some("c0ffee".into());
         assert_eq!(args(&xadd("k", 500, &message))[12..], ["exclude", "c0ffee"]);
@@ -214,7 +236,9 @@ mod tests {
         for reply in [resp2, resp3] {
             let got = parse_xread(&reply, "k").unwrap();
             assert_eq!(got.len(), 2);
-            let Entry::Message(id, m) = &got[1] else { panic!("{got:?}") };
+            let Entry::Message(id, m) = &got[1] else {
+                panic!("{got:?}")
+            };
             assert_eq!(*id, MessageId::new(1, 1));
             assert_eq!(m.topic.as_str(), "a:c");
             assert_eq!(m.event_type, "message");

@@ -110,7 +110,9 @@ pub enum RedisStartError {
         source: RedisError,
     },
     /// The stream key holds something that is not a Tidings stream.
-    #[error("cannot load the history from Redis key `{key}`: {reason}; choose another --redis-stream-key")]
+    #[error(
+        "cannot load the history from Redis key `{key}`: {reason}; choose another --redis-stream-key"
+    )]
     BadStream {
         /// The key.
         key: String,
@@ -162,13 +164,15 @@ impl RedisBackend {
             .get_multiplexed_async_connection_with_config(&publisher_config(&settings))
             .await
             .map_err(unreachable)?;
-        let preload = load_history(&mut con, &settings).await.map_err(|e| match e {
-            LoadError::Redis(source) => unreachable(source),
-            LoadError::Reply(reason) => RedisStartError::BadStream {
-                key: settings.stream_key.clone(),
-                reason,
-            },
-        })?;
+        let preload = load_history(&mut con, &settings)
+            .await
+            .map_err(|e| match e {
+                LoadError::Redis(source) => unreachable(source),
+                LoadError::Reply(reason) => RedisStartError::BadStream {
+                    key: settings.stream_key.clone(),
+                    reason,
+                },
+            })?;
 
         let fanout = Arc::new(Fanout::new(
             config.resume_ahead(ResumeAhead::Await),
@@ -248,7 +252,11 @@ impl RedisBackend {
             pipe.atomic();
         }
         for message in batch {
-            pipe.add_command(xadd(&self.settings.stream_key, self.settings.history, message));
+            pipe.add_command(xadd(
+                &self.settings.stream_key,
+                self.settings.history,
+                message,
+            ));
         }
         let reply: Vec<Value> = match pipe.query_async(&mut con).await {
             Ok(reply) => reply,

@@ -14,9 +14,8 @@ use tidings_core::broker::MessageId;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    RedisSettings,
+    RedisSettings, ensure_floor,
     entry::{Entry, parse_xread},
-    ensure_floor,
 };
 use crate::backend::Fanout;
 

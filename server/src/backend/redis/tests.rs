@@ -87,7 +87,12 @@ async fn recv(sub: &mut FrameSubscription, n: usize) -> Vec<(MessageId, String)>
     .await
     .unwrap_or_else(|_| panic!("received {} of {n} messages", got.len()));
     got.iter()
-        .map(|m| (m.id(), String::from_utf8(m.payload().bytes.to_vec()).unwrap()))
+        .map(|m| {
+            (
+                m.id(),
+                String::from_utf8(m.payload().bytes.to_vec()).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -99,7 +104,10 @@ async fn a_publish_on_one_instance_reaches_both_in_stream_order_with_the_stream_
     let (mut on_a, _, _) = subscribe(&a, "t:>", None);
     let (mut on_b, _, _) = subscribe(&b, "t:>", None);
 
-    let mut ids = a.publish(vec![message("t:1", "1"), message("t:2", "2")]).await.unwrap();
+    let mut ids = a
+        .publish(vec![message("t:1", "1"), message("t:2", "2")])
+        .await
+        .unwrap();
     ids.extend(b.publish(vec![message("t:3", "3")]).await.unwrap());
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 
@@ -121,7 +129,11 @@ async fn a_publish_on_one_instance_reaches_both_in_stream_order_with_the_stream_
         .query_async(&mut con)
         .await
         .unwrap();
-    let stored: Vec<_> = parse_entries(&range).unwrap().iter().map(Entry::id).collect();
+    let stored: Vec<_> = parse_entries(&range)
+        .unwrap()
+        .iter()
+        .map(Entry::id)
+        .collect();
     assert_eq!(stored, ids);
     assert!(a.ready().is_ok() && b.ready().is_ok());
 }
@@ -137,7 +149,10 @@ async fn exclude_names_a_connection_of_the_other_instance() {
 
     let mut echo = message("room:1", "\"hi\"");
     echo.exclude = Some(sender_id.to_string());
-    let ids = a.publish(vec![echo, message("room:1", "\"marker\"")]).await.unwrap();
+    let ids = a
+        .publish(vec![echo, message("room:1", "\"marker\"")])
+        .await
+        .unwrap();
 
     assert_eq!(recv(&mut other, 2).await.len(), 2);
     assert_eq!(recv(&mut remote, 2).await.len(), 2);
@@ -153,7 +168,11 @@ async fn a_new_instance_loads_the_history_and_resumes_without_loss_or_duplicate(
     let a = key.backend().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.extend(a.publish(vec![message("h:x", &i.to_string())]).await.unwrap());
+        ids.extend(
+            a.publish(vec![message("h:x", &i.to_string())])
+                .await
+                .unwrap(),
+        );
     }
 
     let late = key.backend().await;
@@ -161,7 +180,11 @@ async fn a_new_instance_loads_the_history_and_resumes_without_loss_or_duplicate(
     let (mut sub, _, gap) = subscribe(&late, "h:>", Some(ids[1]));
     assert!(!gap);
     let live = a.publish(vec![message("h:x", "5")]).await.unwrap();
-    let got: Vec<_> = recv(&mut sub, 4).await.into_iter().map(|(id, _)| id).collect();
+    let got: Vec<_> = recv(&mut sub, 4)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(got, [ids[2], ids[3], ids[4], live[0]]);
 
     // An id from before the stream's oldest entry cannot be served.
@@ -183,13 +206,21 @@ async fn history_bound_keeps_the_newest_entries_and_older_resumes_are_gaps() {
     let a = key.backend().await;
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.extend(a.publish(vec![message("b:x", &i.to_string())]).await.unwrap());
+        ids.extend(
+            a.publish(vec![message("b:x", &i.to_string())])
+                .await
+                .unwrap(),
+        );
     }
     let late = key.backend().await;
     // `MAXLEN ~` trims lazily, but the new instance loads only the newest 3.
     let (mut sub, _, gap) = subscribe(&late, "b:>", Some(ids[3]));
     assert!(!gap);
-    let got: Vec<_> = recv(&mut sub, 2).await.into_iter().map(|(id, _)| id).collect();
+    let got: Vec<_> = recv(&mut sub, 2)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     assert_eq!(got, [ids[4], ids[5]]);
     let (_, _, gap) = subscribe(&late, "b:>", Some(ids[1]));
     assert!(gap, "ids before the loaded history resume with a gap");
@@ -201,14 +232,20 @@ async fn a_lost_stream_is_recreated_above_the_ids_already_seen() {
     let mut con = key.con().await;
     // Redis restarted empty and its clock is an hour behind what we saw.
     let seen = MessageId::new(unix_ms() + 3_600_000, 7);
-    ensure_floor(&mut con, &key.0.stream_key, Some(seen)).await.unwrap();
+    ensure_floor(&mut con, &key.0.stream_key, Some(seen))
+        .await
+        .unwrap();
     let a = key.backend().await;
     let ids = a.publish(vec![message("f:x", "1")]).await.unwrap();
     assert!(ids[0] > seen, "{} must be above {seen}", ids[0]);
     // An existing stream is left alone.
-    ensure_floor(&mut con, &key.0.stream_key, Some(MessageId::new(u64::MAX >> 1, 0)))
-        .await
-        .unwrap();
+    ensure_floor(
+        &mut con,
+        &key.0.stream_key,
+        Some(MessageId::new(u64::MAX >> 1, 0)),
+    )
+    .await
+    .unwrap();
     let more = a.publish(vec![message("f:x", "2")]).await.unwrap();
     assert_eq!(more[0].time, ids[0].time);
 }
