@@ -8,8 +8,12 @@
 //! subscriber that lags behind the channel's capacity silently skips messages:
 //! the load generator would report those as lost.
 //!
+//! With `--redis URL` it is the usual way to scale that server out: every
+//! publish is a Redis `PUBLISH` (pipelined for a batch) and one pattern
+//! subscription per process feeds the local broadcast channels.
+//!
 //! Run by the load benchmark as a separate process:
-//! `load --serve-baseline --listen 127.0.0.1:0 [--capacity N]`.
+//! `load --serve-baseline --listen 127.0.0.1:0 [--capacity N] [--redis URL]`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -43,6 +47,8 @@ struct Message {
 
 struct AppState {
     capacity: usize,
+    /// Where publishes go in Redis mode (they come back through the subscriber task).
+    redis: Option<redis::aio::MultiplexedConnection>,
     topics: Mutex<HashMap<String, broadcast::Sender<Arc<Message>>>>,
     next_id: AtomicU64,
     next_connection: AtomicU64,
@@ -51,10 +57,39 @@ struct AppState {
 type Shared = Arc<AppState>;
 
 /// Serves the baseline on `listen` until the process is killed, with
-/// `capacity` messages per topic channel.
-pub fn serve(listen: &str, capacity: usize) -> ! {
+/// `capacity` messages per topic channel, through Redis at `redis` if given.
+pub fn serve(listen: &str, capacity: usize, redis: Option<&str>) -> ! {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
+        let mut state = AppState {
+            capacity,
+            redis: None,
+            topics: Mutex::default(),
+            next_id: AtomicU64::default(),
+            next_connection: AtomicU64::default(),
+        };
+        let mut pubsub = None;
+        if let Some(url) = redis {
+            let client = redis::Client::open(url).unwrap_or_else(|e| panic!("redis {url}: {e}"));
+            let connection = client.get_multiplexed_async_connection().await;
+            state.redis = Some(connection.unwrap_or_else(|e| panic!("redis {url}: {e}")));
+            let mut subscriber = client.get_async_pubsub().await.expect("redis pubsub");
+            subscriber.psubscribe("*").await.expect("PSUBSCRIBE");
+            pubsub = Some(subscriber.into_on_message());
+        }
+        let state = Shared::new(state);
+        if let Some(mut messages) = pubsub {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Some(m) = messages.next().await {
+                    if let Some(message) = decode(m.get_payload_bytes()) {
+                        deliver(&state, m.get_channel_name(), message);
+                    }
+                }
+                eprintln!("redis subscription ended");
+                std::process::exit(1);
+            });
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .unwrap_or_else(|e| panic!("cannot listen on {listen}: {e}"));
@@ -63,12 +98,7 @@ pub fn serve(listen: &str, capacity: usize) -> ! {
         let app = Router::new()
             .route("/events", get(events))
             .route("/publish", post(publish))
-            .with_state(Shared::new(AppState {
-                capacity,
-                topics: Mutex::default(),
-                next_id: AtomicU64::default(),
-                next_connection: AtomicU64::default(),
-            }));
+            .with_state(state);
         // TCP_NODELAY, as a careful user sets it: without it Nagle's algorithm
         // holds small SSE writes back for tens of milliseconds.
         let listener = listener.tap_io(|tcp| {
@@ -124,6 +154,7 @@ async fn publish(State(state): State<Shared>, Json(body): Json<Value>) -> Respon
         one => (false, vec![one]),
     };
     let mut ids = Vec::with_capacity(items.len());
+    let mut pipe = redis::pipe();
     for item in items {
         let (Some(topic), Some(data)) =
             (item.get("topic").and_then(Value::as_str), item.get("data"))
@@ -141,20 +172,51 @@ async fn publish(State(state): State<Shared>, Json(body): Json<Value>) -> Respon
             kind: kind.to_owned(),
             data: data.to_string(),
         });
-        let sender = state
-            .topics
-            .lock()
-            .expect("topics lock")
-            .get(topic)
-            .cloned();
-        if let Some(sender) = sender {
-            let _ = sender.send(message); // no subscriber: dropped, like a hand-written server
+        if state.redis.is_some() {
+            pipe.publish(topic, encode(&message)).ignore();
+        } else {
+            deliver(&state, topic, message);
         }
         ids.push(id.to_string());
+    }
+    if let Some(redis) = &state.redis {
+        let mut redis = redis.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut redis).await {
+            let error = json!({"error": {"code": "unavailable", "message": e.to_string()}});
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
+        }
     }
     if batch {
         Json(json!({ "ids": ids })).into_response()
     } else {
         Json(json!({ "id": ids[0] })).into_response()
     }
+}
+
+/// Hands `message` to the local subscribers of `topic`, if any.
+fn deliver(state: &AppState, topic: &str, message: Arc<Message>) {
+    let sender = state
+        .topics
+        .lock()
+        .expect("topics lock")
+        .get(topic)
+        .cloned();
+    if let Some(sender) = sender {
+        let _ = sender.send(message); // no subscriber: dropped, like a hand-written server
+    }
+}
+
+/// `id LF type LF data`: how a message travels through Redis.
+fn encode(m: &Message) -> String {
+    format!("{}\n{}\n{}", m.id, m.kind, m.data)
+}
+
+fn decode(payload: &[u8]) -> Option<Arc<Message>> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, '\n');
+    Some(Arc::new(Message {
+        id: parts.next()?.parse().ok()?,
+        kind: parts.next()?.to_owned(),
+        data: parts.next()?.to_owned(),
+    }))
 }

@@ -124,8 +124,8 @@ fn shape(name: &str, o: &Options, prefix: String) -> Shape {
         ),
         "rate" => (
             1,
-            if q { 500 } else { 1_000 },
-            if q { 400 } else { 2_000 },
+            if q { 200 } else { 1_000 },
+            if q { 300 } else { 2_000 },
             Pace::Rate { per_sec: 200.0 },
             false,
         ),
@@ -179,14 +179,16 @@ fn main() {
     if args.peek().map(String::as_str) == Some("--serve-baseline") {
         args.next();
         let (mut listen, mut capacity) = ("127.0.0.1:0".to_owned(), baseline::CHANNEL_CAPACITY);
+        let mut redis = None;
         while let (Some(flag), Some(value)) = (args.next(), args.next()) {
             match flag.as_str() {
                 "--listen" => listen = value,
+                "--redis" => redis = Some(value),
                 "--capacity" => capacity = value.parse().unwrap_or_else(|_| usage()),
                 _ => usage(),
             }
         }
-        baseline::serve(&listen, capacity);
+        baseline::serve(&listen, capacity, redis.as_deref());
     }
     let o = parse_options(args);
     // 5,000 connections need 5,000 descriptors here and in the servers,
@@ -246,18 +248,29 @@ async fn run_all(o: &Options) -> Vec<Row> {
     let mut specs = Vec::new();
     let tidings = tidings_binary(o);
     if o.servers.iter().any(|s| s == "baseline") {
-        specs.push(ServerSpec {
-            name: "baseline",
-            broker: "memory",
-            program: me.clone(),
-            args: vec![
+        let mut brokers = vec![None];
+        if let Some(url) = &o.redis {
+            brokers.push(Some(url.clone()));
+        }
+        for redis in brokers {
+            let mut args: Vec<String> = vec![
                 "--serve-baseline".into(),
                 "--listen".into(),
                 "127.0.0.1:0".into(),
                 "--capacity".into(),
                 o.baseline_capacity.to_string(),
-            ],
-        });
+            ];
+            let broker = if redis.is_some() { "redis" } else { "memory" };
+            if let Some(url) = redis {
+                args.extend(["--redis".to_owned(), url]);
+            }
+            specs.push(ServerSpec {
+                name: "baseline",
+                broker,
+                program: me.clone(),
+                args,
+            });
+        }
     }
     let mut pending = Vec::new();
     if o.servers.iter().any(|s| s == "tidings") {
@@ -303,7 +316,8 @@ async fn run_all(o: &Options) -> Vec<Row> {
     // failure. A failing in-memory server is a failure.
     let mut ready = Vec::new();
     for spec in specs {
-        if spec.broker == "redis"
+        if spec.name == "tidings"
+            && spec.broker == "redis"
             && let Err(why) = probe(&spec).await
         {
             eprintln!("tidings with Redis is not ready: {why}");
@@ -314,6 +328,10 @@ async fn run_all(o: &Options) -> Vec<Row> {
     }
     let specs = ready;
 
+    let redis_pid = match &o.redis {
+        Some(url) => redis_server_pid(url).await,
+        None => None,
+    };
     let mut rows = Vec::new();
     for name in &o.scenarios {
         // Runs alternate between the servers, so that both see the same
@@ -335,7 +353,7 @@ async fn run_all(o: &Options) -> Vec<Row> {
                     run + 1,
                     o.runs
                 );
-                let row = run_one(spec, name, &shape).await;
+                let row = run_one(spec, name, &shape, redis_pid).await;
                 eprintln!("   {}", row.summary());
                 runs.push(row);
             }
@@ -350,7 +368,12 @@ async fn run_all(o: &Options) -> Vec<Row> {
     rows
 }
 
-async fn run_one(spec: &ServerSpec, scenario_name: &str, shape: &Shape) -> Row {
+async fn run_one(
+    spec: &ServerSpec,
+    scenario_name: &str,
+    shape: &Shape,
+    redis_pid: Option<u32>,
+) -> Row {
     let label = format!("{}-{}-{scenario_name}", spec.name, spec.broker);
     let mut server = match ServerProcess::start(&label, &spec.program, &spec.args) {
         Ok(server) => server,
@@ -361,7 +384,12 @@ async fn run_one(spec: &ServerSpec, scenario_name: &str, shape: &Shape) -> Row {
     {
         return Row::error(scenario_name, spec.name, spec.broker, shape, e);
     }
-    let outcome = scenario::run(server.addr, server.pid(), shape).await;
+    let redis_pid = if spec.broker == "redis" {
+        redis_pid
+    } else {
+        None
+    };
+    let outcome = scenario::run(server.addr, server.pid(), redis_pid, shape).await;
     let mut row = Row::new(scenario_name, spec.name, spec.broker, shape, outcome);
     if !server.is_running() {
         row.outcome.failures.push(format!(
@@ -370,6 +398,25 @@ async fn run_one(spec: &ServerSpec, scenario_name: &str, shape: &Shape) -> Row {
         ));
     }
     row
+}
+
+/// The process id of the Redis server at `url` (`INFO server`), if it runs
+/// on this machine, so that its CPU time can be read too.
+async fn redis_server_pid(url: &str) -> Option<u32> {
+    let client = redis::Client::open(url).ok()?;
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .ok()?;
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    process::cpu_seconds(pid).map(|_| pid)
 }
 
 /// Starts `spec` once and checks that it turns healthy.

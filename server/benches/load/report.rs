@@ -187,10 +187,24 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     );
     for scenario in scenarios {
-        let base = rows
-            .iter()
-            .find(|r| &r.scenario == scenario && r.server == "baseline" && r.error.is_none());
         for r in rows.iter().filter(|r| &r.scenario == scenario) {
+            // Compared with the baseline on the same broker, else in memory.
+            let brokers = if r.server == "baseline" {
+                vec!["memory"]
+            } else {
+                vec![r.broker.as_str(), "memory"]
+            };
+            let base = brokers
+                .iter()
+                .filter_map(|broker| {
+                    rows.iter().find(|b| {
+                        &b.scenario == scenario
+                            && b.server == "baseline"
+                            && &b.broker == broker
+                            && b.error.is_none()
+                    })
+                })
+                .next();
             if let Some(e) = &r.error {
                 let _ = writeln!(
                     s,
@@ -205,7 +219,7 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
             }
             let o = &r.outcome;
             let versus = match (base, r.server) {
-                (_, "baseline") => "1.00x".to_owned(),
+                (_, "baseline") if r.broker == "memory" => "1.00x".to_owned(),
                 (Some(b), _) if r.idle() => format!(
                     "RSS {}",
                     ratio(
@@ -214,7 +228,12 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
                     )
                 ),
                 (Some(b), _) => format!(
-                    "deliveries/s {}, CPU/M {}, p99 {}",
+                    "{}deliveries/s {}, CPU/M {}, p99 {}",
+                    if b.broker != r.broker || r.server == "baseline" {
+                        format!("vs {} baseline: ", b.broker)
+                    } else {
+                        String::new()
+                    },
                     ratio(o.rate(), b.outcome.rate()),
                     ratio(o.cpu_per_million(), b.outcome.cpu_per_million()),
                     ratio(o.p99_us as f64, b.outcome.p99_us as f64)
@@ -240,8 +259,12 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
             let measures = if r.idle() {
                 " | | | | | ".to_owned()
             } else {
+                let redis = o
+                    .redis_cpu_per_million()
+                    .map(|r| format!(" (+{r:.3} Redis)"))
+                    .unwrap_or_default();
                 format!(
-                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3}",
+                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3}{redis} | {:.3}",
                     o.rate(),
                     ms(o.p50_us),
                     ms(o.p99_us),
@@ -259,7 +282,7 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
     }
     let _ = writeln!(
         s,
-        "\nLatency is from just before the `POST /publish` that carries a message to the moment its SSE event is parsed by the subscriber (same clock). CPU is the server process's utime+stime from /proc over the publishing phase; RSS per idle connection is the server's VmRSS growth divided by the connections."
+        "\nLatency is from just before the `POST /publish` that carries a message to the moment its SSE event is parsed by the subscriber (same clock). CPU is the server process's utime+stime from /proc over the publishing phase (with Redis, the Redis server's own CPU over the same phase is shown apart; that Redis is shared with other work on the machine); RSS per idle connection is the server's VmRSS growth divided by the connections."
     );
     goals(&mut s, rows);
     s
@@ -274,13 +297,12 @@ fn goals(s: &mut String, rows: &[Row]) {
     };
     let mut lines = Vec::new();
     for broker in ["memory", "redis"] {
-        if let (Some(t), Some(b)) = (
-            find("burst", "tidings", broker),
-            find("burst", "baseline", "memory"),
-        ) {
+        let base = find("burst", "baseline", broker).or(find("burst", "baseline", "memory"));
+        if let (Some(t), Some(b)) = (find("burst", "tidings", broker), base) {
             let r = t.outcome.rate() / b.outcome.rate();
             lines.push(format!(
-                "burst ({broker}): deliveries/s {r:.2}x baseline (goal ≥ 1.50x): {}",
+                "burst ({broker}): deliveries/s {r:.2}x the {} baseline (goal ≥ 1.50x): {}",
+                b.broker,
                 if r >= 1.5 { "met" } else { "missed" }
             ));
         }
@@ -289,6 +311,17 @@ fn goals(s: &mut String, rows: &[Row]) {
             lines.push(format!(
                 "burst ({broker}): {c:.3} server CPU-s per million deliveries (goal ≤ 0.3): {}",
                 if c <= 0.3 { "met" } else { "missed" }
+            ));
+        }
+        if broker == "redis"
+            && let Some(t) = find("burst", "tidings", broker)
+        {
+            // The Node/Express + Redis gateway of issue 3: 131 k deliveries/s.
+            let r = t.outcome.rate() / 131_000.0;
+            lines.push(format!(
+                "burst (redis): {:.0} deliveries/s = {r:.1}x the Node/Express + Redis gateway's 131 k measured elsewhere (goal ≥ 8x): {}",
+                t.outcome.rate(),
+                if r >= 8.0 { "met" } else { "missed" }
             ));
         }
         if let Some(t) = find("rate", "tidings", broker) {

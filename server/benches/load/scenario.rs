@@ -54,6 +54,8 @@ pub struct Outcome {
     pub server_cpu_s: f64,
     /// CPU seconds the load generator itself used over the same phase.
     pub generator_cpu_s: f64,
+    /// CPU seconds the Redis server used over the same phase (Redis rows).
+    pub redis_cpu_s: Option<f64>,
     pub rss_per_conn: Option<f64>,
     /// Messages published per second, as achieved (not as asked).
     pub publish_rate: f64,
@@ -69,6 +71,10 @@ impl Outcome {
     /// Server CPU seconds per million deliveries.
     pub fn cpu_per_million(&self) -> f64 {
         self.server_cpu_s / self.deliveries.max(1) as f64 * 1e6
+    }
+    /// Redis server CPU seconds per million deliveries (Redis rows).
+    pub fn redis_cpu_per_million(&self) -> Option<f64> {
+        Some(self.redis_cpu_s? / self.deliveries.max(1) as f64 * 1e6)
     }
     /// Load generator CPU seconds per million deliveries.
     pub fn generator_cpu_per_million(&self) -> f64 {
@@ -126,7 +132,8 @@ impl Shared {
 }
 
 /// Runs `shape` against the server at `addr` whose process id is `pid`.
-pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
+/// `redis_pid`, when given, is the Redis server whose CPU time is read too.
+pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Shape) -> Outcome {
     let topics: Vec<String> = (0..shape.topics)
         .map(|i| format!("{}:{i}", shape.prefix))
         .collect();
@@ -181,7 +188,7 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
 
     if shape.measure_idle_rss {
         // Let allocations settle, then read the server's memory.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(if n > 1000 { 1000 } else { 300 })).await;
         let rss_after = process::rss_bytes(pid).unwrap_or(0);
         outcome.rss_per_conn = Some(rss_after.saturating_sub(rss_before) as f64 / n as f64);
     } else {
@@ -190,6 +197,7 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
 
     let cpu_before = process::cpu_seconds(pid).unwrap_or(f64::NAN);
     let own_cpu_before = process::cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
+    let redis_cpu_before = redis_pid.and_then(process::cpu_seconds);
     let started_us = now_us();
     let publisher = {
         let (shared, topics, pace) = (shared.clone(), topics.clone(), shape.pace);
@@ -219,6 +227,7 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
     }
     let cpu_after = process::cpu_seconds(pid).unwrap_or(f64::NAN);
     let own_cpu_after = process::cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
+    let redis_cpu_after = redis_pid.and_then(process::cpu_seconds);
     let finished_us = shared
         .last_receipt_us
         .load(Ordering::Acquire)
@@ -243,6 +252,9 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape) -> Outcome {
     outcome.p999_us = all.value_at_quantile(0.999);
     outcome.server_cpu_s = cpu_after - cpu_before;
     outcome.generator_cpu_s = own_cpu_after - own_cpu_before;
+    if let (Some(after), Some(before)) = (redis_cpu_after, redis_cpu_before) {
+        outcome.redis_cpu_s = Some(after - before);
+    }
     let published_us = shared.published_us.load(Ordering::Acquire);
     if published_us > started_us {
         outcome.publish_rate = (shape.topics as u64 * shape.messages_per_topic) as f64
