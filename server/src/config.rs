@@ -56,6 +56,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_REDIS_URL")]
     pub redis: Option<String>,
 
+    /// Redis key of the shared stream (cluster mode); instances that use the
+    /// same key form one deployment.
+    #[arg(long, env = "TIDINGS_REDIS_STREAM_KEY", default_value = crate::backend::redis::DEFAULT_STREAM_KEY)]
+    pub redis_stream_key: String,
+
+    /// Messages the shared Redis stream keeps (`MAXLEN ~`) and each instance
+    /// loads at start, so clients can resume on any instance (cluster mode).
+    #[arg(long, env = "TIDINGS_REDIS_HISTORY", default_value_t = crate::backend::redis::DEFAULT_HISTORY)]
+    pub redis_history: usize,
+
     /// Token signing/checking secret.
     #[command(flatten)]
     pub keys: KeyArgs,

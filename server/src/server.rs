@@ -25,7 +25,9 @@ use tower::ServiceExt;
 
 use crate::{
     auth::{Access, Authenticator, KeyError, Keys},
-    backend::{Backend, Fanout, MemoryBackend, unix_millis},
+    backend::{
+        Backend, Fanout, MemoryBackend, RedisBackend, RedisSettings, RedisStartError, unix_millis,
+    },
     config::ServeArgs,
     http::{AppState, Settings, cors_layer, router},
     limits::ConnectionLimiter,
@@ -62,11 +64,9 @@ pub enum StartError {
     /// A CORS origin is invalid.
     #[error("{0}")]
     Cors(String),
-    /// `--redis` was given but this build has no cluster backend yet.
-    #[error(
-        "cluster mode (--redis {0}) is not available in this build yet; run without --redis for the in-memory broker"
-    )]
-    ClusterUnavailable(String),
+    /// Cluster mode (`--redis`) could not start.
+    #[error(transparent)]
+    Cluster(#[from] RedisStartError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -145,11 +145,22 @@ impl RunningServer {
 
 /// Starts a server for `args` with the backend they ask for.
 pub async fn start(args: ServeArgs) -> Result<RunningServer, StartError> {
-    if let Some(url) = &args.redis {
-        return Err(StartError::ClusterUnavailable(url.clone()));
-    }
-    let backend = memory_backend(&args);
+    let backend = match &args.redis {
+        Some(url) => redis_backend(&args, url).await?,
+        None => memory_backend(&args),
+    };
     start_with_backend(args, backend).await
+}
+
+/// The cluster backend for `args` (`--redis`): connects to Redis and loads
+/// the shared history.
+async fn redis_backend(args: &ServeArgs, url: &str) -> Result<Arc<dyn Backend>, StartError> {
+    let mut settings = RedisSettings::new(url);
+    settings.stream_key = args.redis_stream_key.clone();
+    settings.history = args.redis_history;
+    Ok(Arc::new(
+        RedisBackend::connect(settings, broker_config(args)).await?,
+    ))
 }
 
 /// Starts a server for `args` on a given backend (the cluster mode's entry).
