@@ -126,9 +126,9 @@ pub struct RedisBackend {
     fanout: Arc<Fanout>,
     client: Client,
     settings: RedisSettings,
-    /// Where publishes go; `None` after a failure until the next publish
-    /// reconnects.
-    publisher: Mutex<Option<MultiplexedConnection>>,
+    /// Where publishes go, with the reader's loss count when it was made;
+    /// `None` after a failure until the next publish reconnects.
+    publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
     health: Arc<Health>,
     reader: std::sync::Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
@@ -207,7 +207,7 @@ impl RedisBackend {
             fanout,
             client,
             settings,
-            publisher: Mutex::new(Some(con)),
+            publisher: Mutex::new(Some((0, con))),
             health,
             reader: std::sync::Mutex::new(Some(task)),
             _stop_on_drop: stop.clone().drop_guard(),
@@ -232,8 +232,13 @@ impl RedisBackend {
 
     async fn publisher(&self) -> Result<MultiplexedConnection, RedisError> {
         let mut slot = self.publisher.lock().await;
-        if let Some(con) = &*slot {
-            return Ok(con.clone());
+        let losses = self.health.losses();
+        match &*slot {
+            Some((made, con)) if *made == losses => return Ok(con.clone()),
+            // The reader lost Redis since this connection was made: Redis
+            // went away, so this one is most likely dead too. A publish
+            // must not fail on it once Redis is back.
+            _ => *slot = None,
         }
         let mut con = self
             .client
@@ -241,7 +246,7 @@ impl RedisBackend {
             .await?;
         let seen = self.fanout.broker().lock().last_id();
         ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
-        *slot = Some(con.clone());
+        *slot = Some((losses, con.clone()));
         Ok(con)
     }
 

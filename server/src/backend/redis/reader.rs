@@ -25,6 +25,9 @@ pub(super) struct Health {
     /// Why Redis is considered unavailable; `None` while it answers.
     down: Mutex<Option<String>>,
     connects: AtomicU64,
+    /// Times the reader lost its connection: a publisher connection made
+    /// before the last loss is presumed dead too (Redis restarted).
+    losses: AtomicU64,
 }
 
 impl Health {
@@ -50,6 +53,10 @@ impl Health {
 
     pub(super) fn connects(&self) -> u64 {
         self.connects.load(Relaxed)
+    }
+
+    pub(super) fn losses(&self) -> u64 {
+        self.losses.load(Relaxed)
     }
 }
 
@@ -113,6 +120,8 @@ impl Reader {
                 },
             };
             self.health.connects.fetch_add(1, Relaxed);
+            // Connected and the floor check answered: Redis serves again.
+            self.health.up();
             loop {
                 let reply = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -125,6 +134,7 @@ impl Reader {
                         from = self.feed(&reply, from);
                     }
                     Err(e) => {
+                        self.health.losses.fetch_add(1, Relaxed);
                         self.health.down(format!("stream read failed: {e}"));
                         tracing::warn!(error = %e, after = %from, "lost the Redis stream; reconnecting");
                         break;

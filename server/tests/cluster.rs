@@ -1,0 +1,270 @@
+//! Cluster mode over real processes: two or three `tidings-server`
+//! instances sharing a real Redis (`TIDINGS_TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`; each test has its own stream key), and a
+//! private `redis-server` for the restart test.
+
+mod support_cluster;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support_cluster::*;
+
+#[tokio::test]
+async fn a_message_published_on_either_instance_reaches_both_in_the_same_order() {
+    let key = KeyGuard::new("order");
+    let a = Instance::start(&key.url, &key.key, &[]);
+    let b = Instance::start(&key.url, &key.key, &[]);
+    assert_eq!(a.health().await, StatusCode::OK);
+    assert_eq!(b.health().await, StatusCode::OK);
+    let mut on_a = a.subscribe(&["demo:>"], None).await;
+    let mut on_b = b.subscribe(&["demo:>"], None).await;
+    on_a.connected().await;
+    on_b.connected().await;
+
+    // Interleaved publishes on both instances, single and batched, some
+    // concurrent: whatever order the stream took, both deliver it.
+    let mut published = Vec::new();
+    for round in 0..5 {
+        let batch = [
+            ("demo:b", json!({"from": "b", "round": round, "n": 0})),
+            ("demo:b:deep", json!({"from": "b", "round": round, "n": 1})),
+        ];
+        let (x, y) = tokio::join!(
+            a.publish("demo:a", json!({"from": "a", "round": round})),
+            b.publish_batch(&batch),
+        );
+        published.push(x);
+        published.extend(y);
+    }
+    let n = published.len();
+    let mut seen_a = Vec::new();
+    let mut seen_b = Vec::new();
+    for _ in 0..n {
+        let (ea, eb) = (on_a.event().await, on_b.event().await);
+        seen_a.push((ea.last_event_id, ea.event_type, ea.data));
+        seen_b.push((eb.last_event_id, eb.event_type, eb.data));
+    }
+    assert_eq!(seen_a, seen_b, "same events in the same order on both");
+    let ids: Vec<String> = seen_a.iter().map(|(id, ..)| id.clone()).collect();
+    let parsed: Vec<(u64, u64)> = ids.iter().map(|id| parse_id(id)).collect();
+    assert!(
+        parsed.windows(2).all(|w| w[0] < w[1]),
+        "ids increase: {ids:?}"
+    );
+    let mut sorted_published = published.clone();
+    sorted_published.sort_by_key(|id| parse_id(id));
+    assert_eq!(
+        ids, sorted_published,
+        "exactly the published ids, once each"
+    );
+    // A batch keeps its order in the stream.
+    let batch_pos = |id: &String| ids.iter().position(|x| x == id).unwrap();
+    assert!(batch_pos(&published[1]) < batch_pos(&published[2]));
+}
+
+#[tokio::test]
+async fn exclude_names_a_connection_on_another_instance() {
+    let key = KeyGuard::new("exclude");
+    let a = Instance::start(&key.url, &key.key, &[]);
+    let b = Instance::start(&key.url, &key.key, &[]);
+    let mut sender = b.subscribe(&["demo:room"], None).await;
+    let sender_id = sender.connected().await;
+    let mut neighbour = b.subscribe(&["demo:room"], None).await;
+    neighbour.connected().await;
+    let mut remote = a.subscribe(&["demo:room"], None).await;
+    remote.connected().await;
+
+    // Published through the other instance, naming the sender's connection.
+    let echo = a
+        .publish_as("demo:room", json!("my own echo"), Some(&sender_id))
+        .await;
+    let marker = a.publish("demo:room", json!("marker")).await;
+
+    assert_eq!(neighbour.ids(2).await, [echo.clone(), marker.clone()]);
+    assert_eq!(remote.ids(2).await, [echo, marker.clone()]);
+    let first = sender.event().await;
+    assert_eq!(first.last_event_id, marker, "the sender skipped its echo");
+}
+
+#[tokio::test]
+async fn killing_an_instance_mid_stream_its_client_resumes_on_the_other_with_nothing_lost_or_doubled()
+ {
+    let key = KeyGuard::new("failover");
+    let mut a = Instance::start(&key.url, &key.key, &[]);
+    let b = Instance::start(&key.url, &key.key, &[]);
+    let mut client = a.subscribe(&["demo:feed:*"], None).await;
+    client.connected().await;
+
+    // A publisher keeps publishing through B while A dies.
+    const TOTAL: usize = 300;
+    let publisher = {
+        let b_base = b.base.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ids = Vec::with_capacity(TOTAL);
+            for i in 0..TOTAL {
+                let text = http
+                    .post(format!("{b_base}/publish"))
+                    .header("content-type", "application/json")
+                    .body(json!({"topic": format!("demo:feed:{}", i % 3), "data": i}).to_string())
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let answer: Value = serde_json::from_str(&text).unwrap();
+                ids.push(answer["id"].as_str().unwrap().to_owned());
+            }
+            ids
+        })
+    };
+
+    let mut received: Vec<(String, String)> = Vec::new();
+    while received.len() < TOTAL / 3 {
+        let e = client.event().await;
+        received.push((e.last_event_id, e.data));
+    }
+    a.kill();
+    // Whatever A had written before it died is still read, then the end.
+    while let Some(e) = client.next_event().await {
+        received.push((e.last_event_id, e.data));
+    }
+    let last = received.last().unwrap().0.clone();
+
+    // The browser reconnects to the other instance with Last-Event-ID.
+    let mut resumed = b.subscribe(&["demo:feed:*"], Some(&last)).await;
+    resumed.connected().await;
+    let published = patiently("the publisher", publisher).await.unwrap();
+    while received.len() < TOTAL {
+        let e = resumed.event().await;
+        assert_ne!(
+            e.event_type, "tidings.gap",
+            "no gap on a resume within history"
+        );
+        received.push((e.last_event_id, e.data));
+    }
+    let ids: Vec<String> = received.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids, published, "every message once, in publish order");
+    let data: Vec<String> = received.iter().map(|(_, d)| d.clone()).collect();
+    let expected: Vec<String> = (0..TOTAL).map(|i| i.to_string()).collect();
+    assert_eq!(data, expected);
+    // Nothing more is queued for it: the next event is a new marker.
+    let marker = b.publish("demo:feed:0", json!("marker")).await;
+    assert_eq!(resumed.event().await.last_event_id, marker);
+}
+
+#[tokio::test]
+async fn a_fresh_instance_replays_what_was_published_before_it_started() {
+    let key = KeyGuard::new("fresh");
+    let a = Instance::start(&key.url, &key.key, &[]);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(a.publish("demo:log", json!(i)).await);
+    }
+    let late = Instance::start(&key.url, &key.key, &[]);
+
+    // Resume after the third message on the instance that never saw them.
+    let mut s = late.subscribe(&["demo:log"], Some(&ids[2])).await;
+    s.connected().await;
+    assert_eq!(s.ids(3).await, ids[3..]);
+    let live = a.publish("demo:log", json!("live")).await;
+    let e = s.event().await;
+    assert_eq!((e.last_event_id, e.data), (live, "\"live\"".to_owned()));
+
+    // Without an id: only new messages. With an id older than the stream: a gap first.
+    let mut fresh = late.subscribe(&["demo:log"], None).await;
+    fresh.connected().await;
+    let (t, _) = parse_id(&ids[0]);
+    let mut old = late
+        .subscribe(&["demo:log"], Some(&format!("{}-0", t - 1)))
+        .await;
+    old.connected().await;
+    assert_eq!(old.event().await.event_type, "tidings.gap");
+    let next = a.publish("demo:log", json!("next")).await;
+    assert_eq!(fresh.event().await.last_event_id, next);
+}
+
+#[tokio::test]
+async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay_open_then_resume()
+{
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let key = unique_key("restart");
+    let fast = ["--heartbeat", "200ms"];
+    let a = Instance::start(&url, &key, &fast);
+    let b = Instance::start(&url, &key, &fast);
+    let mut on_a = a.subscribe(&["demo:>"], None).await;
+    let mut on_b = b.subscribe(&["demo:>"], None).await;
+    on_a.connected().await;
+    on_b.connected().await;
+    let before = a.publish("demo:x", json!("before")).await;
+    assert_eq!(on_a.event().await.last_event_id, before);
+    assert_eq!(on_b.event().await.last_event_id, before);
+
+    redis.stop();
+    // Publishing cannot be accepted: 503 with the protocol's error body.
+    let (status, body) = b.post(&json!({"topic": "demo:x", "data": "lost?"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("Redis"),
+        "{body}"
+    );
+    eventually("healthz 503 on both", async || {
+        a.health().await == StatusCode::SERVICE_UNAVAILABLE
+            && b.health().await == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // The streams stay open: heartbeats keep coming while Redis is away.
+    on_a.heartbeats(2).await;
+    on_b.heartbeats(2).await;
+
+    // Redis comes back empty (no persistence).
+    redis.restart();
+    eventually("healthz 200 on both", async || {
+        a.health().await == StatusCode::OK && b.health().await == StatusCode::OK
+    })
+    .await;
+    let after = a.publish("demo:x", json!("after")).await;
+    let batch = b
+        .publish_batch(&[("demo:y", json!(1)), ("demo:y", json!(2))])
+        .await;
+    assert!(
+        parse_id(&after) > parse_id(&before),
+        "{after} after {before}"
+    );
+    let expected = [after.clone(), batch[0].clone(), batch[1].clone()];
+    for stream in [&mut on_a, &mut on_b] {
+        let mut got = stream.ids(3).await;
+        got.sort_by_key(|id| parse_id(id));
+        assert_eq!(got, expected, "delivered on the stream that stayed open");
+    }
+    // A client of A resumes on B after the restart from an id before it.
+    let mut resumed = b.subscribe(&["demo:x"], Some(&before)).await;
+    resumed.connected().await;
+    assert_eq!(resumed.event().await.last_event_id, after);
+}
+
+#[test]
+fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
+    let port = free_port();
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--redis", &format!("redis://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+fn parse_id(id: &str) -> (u64, u64) {
+    let (t, s) = id
+        .split_once('-')
+        .unwrap_or_else(|| panic!("not a stream id: {id}"));
+    (t.parse().unwrap(), s.parse().unwrap())
+}
