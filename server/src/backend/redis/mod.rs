@@ -44,7 +44,10 @@ use ::redis::{
     AsyncConnectionConfig, Client, RedisError, Value,
     aio::{ConnectionLike, MultiplexedConnection},
 };
-use tidings_core::broker::{BrokerConfig, MessageId, ResumeAhead};
+use tidings_core::{
+    broker::{BrokerConfig, MessageId, ResumeAhead, Subscribed},
+    topic::Pattern,
+};
 use tokio::{sync::Mutex, task::JoinHandle};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -52,12 +55,18 @@ use self::{
     entry::{Entry, parse_entries, parse_id, xadd},
     reader::{Health, Reader},
 };
-use super::{Backend, BackendError, BoxFuture, Fanout, Outgoing};
+use super::{
+    Backend, BackendError, BoxFuture, ConnectionId, Fanout, FrameSubscription, Outgoing,
+    unix_millis,
+};
 
 /// Default key of the shared stream.
 pub const DEFAULT_STREAM_KEY: &str = "tidings:events";
 /// Default bound of the shared stream (entries, approximate).
 pub const DEFAULT_HISTORY: usize = 100_000;
+/// How far ahead of Redis's clock a resume id may be before it counts as
+/// impossible (clock drift since start, ms).
+const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 
 /// Cluster settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +139,9 @@ pub struct RedisBackend {
     /// `None` after a failure until the next publish reconnects.
     publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
     health: Arc<Health>,
+    /// Redis's clock minus ours at start (ms), to tell whether an id could
+    /// have been generated yet.
+    clock_offset_ms: i64,
     reader: std::sync::Mutex<Option<JoinHandle<()>>>,
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -209,6 +221,7 @@ impl RedisBackend {
             settings,
             publisher: Mutex::new(Some((0, con))),
             health,
+            clock_offset_ms: preload.clock_offset_ms,
             reader: std::sync::Mutex::new(Some(task)),
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
@@ -223,6 +236,11 @@ impl RedisBackend {
     /// The cluster settings in force.
     pub fn settings(&self) -> &RedisSettings {
         &self.settings
+    }
+
+    /// Redis's clock now, as estimated from its `TIME` at start.
+    fn redis_now_ms(&self) -> u64 {
+        unix_millis().saturating_add_signed(self.clock_offset_ms)
     }
 
     /// Times the reader has (re)connected to Redis since start.
@@ -308,6 +326,27 @@ impl Backend for RedisBackend {
         &self.fanout
     }
 
+    fn subscribe(
+        &self,
+        patterns: Vec<Pattern>,
+        resume: Option<MessageId>,
+        connection: ConnectionId,
+    ) -> BoxFuture<'_, Result<(FrameSubscription, Subscribed), BackendError>> {
+        // A resume id ahead of this instance waits for the entries after it
+        // (another instance has read further). But an id Redis cannot have
+        // generated yet (a garbage or foreign id) would silence the stream
+        // for good: start live and report a gap instead.
+        let impossible = resume.is_some_and(|id| id.time > self.redis_now_ms() + MAX_CLOCK_SKEW_MS);
+        let result = if impossible {
+            let (subscription, mut subscribed) = self.fanout.subscribe(&patterns, None, connection);
+            subscribed.gap = true;
+            (subscription, subscribed)
+        } else {
+            self.fanout.subscribe(&patterns, resume, connection)
+        };
+        Box::pin(async move { Ok(result) })
+    }
+
     fn ready(&self) -> Result<(), BackendError> {
         self.health
             .check()
@@ -339,6 +378,8 @@ struct Preload {
     first: MessageId,
     /// Where the reader continues.
     read_from: MessageId,
+    /// Redis's clock minus ours (ms).
+    clock_offset_ms: i64,
 }
 
 enum LoadError {
@@ -372,22 +413,23 @@ async fn load_history(
         })?;
     let mut entries = parse_entries(&range).map_err(|e| LoadError::Reply(e.to_string()))?;
     entries.reverse();
+    let redis_now = redis_time_ms(&time).map_err(LoadError::Reply)?;
+    let clock_offset_ms = redis_now as i64 - unix_millis() as i64;
     Ok(match (entries.first(), entries.last()) {
         (Some(oldest), Some(newest)) => Preload {
             first: oldest.id(),
             read_from: newest.id(),
             entries,
+            clock_offset_ms,
         },
-        _ => {
-            // Nothing retained: everything from now on is new, and a resume
-            // id from before now cannot be served.
-            let now_ms = redis_time_ms(&time).map_err(LoadError::Reply)?;
-            Preload {
-                entries,
-                first: MessageId::new(now_ms, 0),
-                read_from: MessageId::ZERO,
-            }
-        }
+        // Nothing retained: everything from now on is new, and a resume id
+        // from before now cannot be served.
+        _ => Preload {
+            entries,
+            first: MessageId::new(redis_now, 0),
+            read_from: MessageId::ZERO,
+            clock_offset_ms,
+        },
     })
 }
 

@@ -200,6 +200,29 @@ async fn a_new_instance_loads_the_history_and_resumes_without_loss_or_duplicate(
 }
 
 #[tokio::test]
+async fn a_resume_id_redis_cannot_have_generated_yet_is_a_gap_not_a_silent_stream() {
+    let key = Key::new("future");
+    let a = key.backend().await;
+    let future = MessageId::new(unix_ms() + 3_600_000, 0);
+    let (mut sub, subscribed) = a
+        .subscribe(
+            vec![Pattern::new("u:>").unwrap()],
+            Some(future),
+            ConnectionId::random(),
+        )
+        .await
+        .unwrap();
+    assert!(subscribed.gap);
+    let ids = a.publish(vec![message("u:1", "1")]).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), sub.recv_many(&mut got, 1))
+        .await
+        .expect("delivered live")
+        .unwrap();
+    assert_eq!(got[0].id(), ids[0]);
+}
+
+#[tokio::test]
 async fn history_bound_keeps_the_newest_entries_and_older_resumes_are_gaps() {
     let mut key = Key::new("bound");
     key.0.history = 3;
