@@ -216,6 +216,8 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
             && b.health().await == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
+    assert_eq!(b.metric("tidings_redis_up").await, 0.0);
+    assert_eq!(b.metric("tidings_redis_publish_failures_total").await, 1.0);
     // The streams stay open: heartbeats keep coming while Redis is away.
     on_a.heartbeats(2).await;
     on_b.heartbeats(2).await;
@@ -226,6 +228,8 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
         a.health().await == StatusCode::OK && b.health().await == StatusCode::OK
     })
     .await;
+    assert_eq!(a.metric("tidings_redis_up").await, 1.0);
+    assert!(a.metric("tidings_redis_reader_connects_total").await >= 2.0);
     let after = a.publish("demo:x", json!("after")).await;
     let batch = b
         .publish_batch(&[("demo:y", json!(1)), ("demo:y", json!(2))])

@@ -72,6 +72,9 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Appends the backend's own metrics (Prometheus text) to `out`.
+    fn render_metrics(&self, _out: &mut String) {}
+
     /// Called once on shutdown after new work is refused; resolves when
     /// in-flight work is done.
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -53,6 +53,7 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "Topics with retained messages.",
         stats.topics,
     );
+    state.backend.render_metrics(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

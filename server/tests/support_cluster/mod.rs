@@ -311,6 +311,24 @@ impl Instance {
         }
     }
 
+    /// The value of an unlabelled metric from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = patiently("/metrics", async {
+            self.http
+                .get(self.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+        .await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in\n{text}"))
+    }
+
     /// What the process has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

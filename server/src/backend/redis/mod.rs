@@ -38,7 +38,11 @@
 mod entry;
 mod reader;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    fmt::Write as _,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
 
 use ::redis::{
     AsyncConnectionConfig, Client, RedisError, Value,
@@ -309,6 +313,7 @@ impl Backend for RedisBackend {
             match self.append(&batch).await {
                 Ok(ids) => Ok(ids),
                 Err(e) => {
+                    self.health.publish_failures.fetch_add(1, Relaxed);
                     tracing::warn!(error = %e, count = batch.len(), "publish to Redis failed");
                     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                         self.health.down(format!("publish failed: {e}"));
@@ -351,6 +356,41 @@ impl Backend for RedisBackend {
         self.health
             .check()
             .map_err(|why| BackendError(format!("Redis ({}) unavailable: {why}", self.addr())))
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        let h = &self.health;
+        let up = u64::from(h.check().is_ok());
+        let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "gauge",
+            "tidings_redis_up",
+            "1 while the cluster's Redis answers.",
+            up,
+        );
+        metric(
+            "counter",
+            "tidings_redis_reader_connects_total",
+            "Times the stream reader (re)connected to Redis.",
+            h.connects(),
+        );
+        metric(
+            "counter",
+            "tidings_redis_entries_read_total",
+            "Entries read from the shared stream.",
+            h.read.load(Relaxed),
+        );
+        metric(
+            "counter",
+            "tidings_redis_publish_failures_total",
+            "Publishes answered 503 because Redis did not take them.",
+            h.publish_failures.load(Relaxed),
+        );
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

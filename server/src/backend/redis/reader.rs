@@ -28,6 +28,10 @@ pub(super) struct Health {
     /// Times the reader lost its connection: a publisher connection made
     /// before the last loss is presumed dead too (Redis restarted).
     losses: AtomicU64,
+    /// Entries read from the stream and fed to the fan-out.
+    pub(super) read: AtomicU64,
+    /// Publishes Redis did not take.
+    pub(super) publish_failures: AtomicU64,
 }
 
 impl Health {
@@ -190,6 +194,7 @@ impl Reader {
                 continue; // Never expected from XREAD; never fed twice.
             }
             from = id;
+            self.health.read.fetch_add(1, Relaxed);
             match entry {
                 Entry::Message(id, message) => {
                     if let Err(e) = self.fanout.publish_with_id(id, &message) {
