@@ -20,6 +20,10 @@ cargo test -p tidings-wasm
 
 echo "== npm package in Chromium"
 cargo build -p tidings-server
+# A private copy: a concurrent cargo build must not swap the binary mid-run.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+cp "$root/target/debug/tidings-server" "$tmp/"
 (cd web && npm ci --no-audit --no-fund)
 scripts/build-web.sh
-(cd web && TIDINGS_SERVER_BIN="$root/target/debug/tidings-server" node --test --test-concurrency=1 tests/)
+(cd web && TIDINGS_SERVER_BIN="$tmp/tidings-server" node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec tests/)

@@ -48,6 +48,8 @@ export async function startRedis() {
       if (out.includes("Ready to accept connections")) resolve();
     });
     child.once("exit", (code) => reject(new Error(`redis-server exited with ${code}: ${out}`)));
+    child.once("error", reject);
+    setTimeout(() => reject(new Error(`redis-server did not start: ${out}`)), 15_000).unref();
   });
   child.stdout.resume();
   return { url: `redis://127.0.0.1:${port}`, stop: () => stopProcess(child) };
@@ -71,6 +73,8 @@ export async function startServer({ redisUrl } = {}) {
     };
     child.stdout.on("data", onData);
     child.once("exit", (code) => reject(new Error(`tidings-server exited with ${code}: ${out}`)));
+    child.once("error", reject);
+    setTimeout(() => reject(new Error(`tidings-server printed no address: ${out}`)), 15_000).unref();
   });
   return { origin, pid: child.pid, stop: () => stopProcess(child) };
 }
