@@ -167,9 +167,11 @@ impl RedisBackend {
     /// [`ResumeAhead::Await`]) and starts the reader. Fails when Redis does
     /// not answer.
     pub async fn connect(
-        settings: RedisSettings,
+        mut settings: RedisSettings,
         config: BrokerConfig,
     ) -> Result<Self, RedisStartError> {
+        // `MAXLEN ~ 0` would leave nothing to resume from.
+        settings.history = settings.history.max(1);
         let client = Client::open(settings.url.as_str()).map_err(RedisStartError::BadUrl)?;
         let addr = client.get_connection_info().addr().to_string();
         let unreachable = |source| RedisStartError::Unreachable {
@@ -441,14 +443,15 @@ async fn load_history(
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(settings.history.max(1))
+        .arg(settings.history)
         .query_async(con)
         .await
         .map_err(|e| {
-            if e.code() == Some("WRONGTYPE") {
-                LoadError::Reply(e.to_string())
-            } else {
+            if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
                 LoadError::Redis(e)
+            } else {
+                // Redis answered, with an error about the key (WRONGTYPE).
+                LoadError::Reply(e.to_string())
             }
         })?;
     let mut entries = parse_entries(&range).map_err(|e| LoadError::Reply(e.to_string()))?;

@@ -308,6 +308,23 @@ async fn an_unreachable_redis_fails_the_start_with_its_address() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }
 
+#[tokio::test]
+async fn a_key_that_is_not_a_stream_fails_the_start_and_names_the_key() {
+    let key = Key::new("wrongtype");
+    let mut con = key.con().await;
+    let _: () = ::redis::cmd("SET")
+        .arg(&key.0.stream_key)
+        .arg("not a stream")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let err = RedisBackend::connect(key.0.clone(), BrokerConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RedisStartError::BadStream { .. }), "{err}");
+    assert!(err.to_string().contains(&key.0.stream_key), "{err}");
+}
+
 fn unix_ms() -> u64 {
     crate::backend::unix_millis()
 }
