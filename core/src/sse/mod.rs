@@ -19,6 +19,36 @@
 //! assert_eq!(event.last_event_id, "9");
 //! # Ok::<(), tidings_core::sse::EncodeError>(())
 //! ```
+//!
+//! # Driving the decoder
+//!
+//! The decoder never reads: the adapter moves bytes in. From any stream of
+//! byte chunks (a hyper/reqwest body in tokio, or `Uint8Array`s read from a
+//! browser `ReadableStream` and copied with `to_vec()`):
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tidings_core::sse::{Decoded, Decoder};
+//!
+//! # futures::executor::block_on(async {
+//! let mut body = futures::stream::iter([&b"retry: 1000\nda"[..], b"ta: hi\n\n"]);
+//! let mut decoder = Decoder::default();
+//! let mut received = Vec::new();
+//! while let Some(chunk) = body.next().await {
+//!     for item in decoder.feed(chunk) {
+//!         match item {
+//!             Ok(Decoded::Event(event)) => received.push(event.data),
+//!             Ok(Decoded::Retry(_millis)) => { /* next reconnection delay */ }
+//!             Ok(_) => {}
+//!             Err(_limit) => { /* log it; the event was dropped */ }
+//!         }
+//!     }
+//! }
+//! decoder.finish(); // end of body: an unfinished event is dropped
+//! // Reconnect with `Last-Event-ID: decoder.last_event_id()`.
+//! assert_eq!(received, ["hi"]);
+//! # });
+//! ```
 
 mod decode;
 mod encode;
