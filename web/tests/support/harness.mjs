@@ -135,12 +135,33 @@ export async function startProxy(upstream) {
   };
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, "http://proxy");
+    // The wasm-bindgen-test page comes from the runner's own origin.
+    // (tidings-server itself sends no CORS headers yet.)
+    if (req.headers.origin) {
+      res.setHeader("access-control-allow-origin", req.headers.origin);
+      res.setHeader("access-control-allow-credentials", "true");
+      res.setHeader("access-control-expose-headers", "retry-after");
+      if (req.method === "OPTIONS") {
+        res.writeHead(204, {
+          "access-control-allow-methods": "GET, POST",
+          "access-control-allow-headers": req.headers["access-control-request-headers"] ?? "",
+        });
+        res.end();
+        return;
+      }
+    }
+    if (url.pathname === "/__open") {
+      res.writeHead(200, { "content-type": "text/plain" }).end(String(proxy.openStreams(url.searchParams.get("topic"))));
+      return;
+    }
     if (url.pathname === "/") {
       res.writeHead(200, { "content-type": "text/html" }).end(page);
       return;
     }
     if (url.pathname === "/__token") {
-      res.writeHead(200, { "content-type": "text/plain" }).end(mintToken({ subscribe: [url.searchParams.get("subscribe")] }));
+      const subscribe = url.searchParams.getAll("subscribe");
+      const publish = url.searchParams.getAll("publish");
+      res.writeHead(200, { "content-type": "text/plain" }).end(mintToken({ subscribe, publish }));
       return;
     }
     if (url.pathname.startsWith("/src/") || url.pathname.startsWith("/pkg/")) {
