@@ -393,6 +393,12 @@ impl Backend for RedisBackend {
             "Publishes answered 503 because Redis did not take them.",
             h.publish_failures.load(Relaxed),
         );
+        metric(
+            "counter",
+            "tidings_redis_possibly_missed_total",
+            "Reconnections that found entries after the last one read gone (trimmed or lost).",
+            h.possibly_missed.load(Relaxed),
+        );
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

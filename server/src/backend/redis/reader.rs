@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     RedisSettings, ensure_floor,
-    entry::{Entry, parse_xread},
+    entry::{Entry, parse_entries, parse_xread},
 };
 use crate::backend::Fanout;
 
@@ -32,6 +32,8 @@ pub(super) struct Health {
     pub(super) read: AtomicU64,
     /// Publishes Redis did not take.
     pub(super) publish_failures: AtomicU64,
+    /// Reconnections that found entries after the last one read gone.
+    pub(super) possibly_missed: AtomicU64,
 }
 
 impl Health {
@@ -159,7 +161,51 @@ impl Reader {
             .await?;
         let seen = self.fanout.broker().lock().last_id().max(Some(from));
         ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
+        self.check_trimmed(&mut con, from).await?;
         Ok(con)
+    }
+
+    /// Reports when entries after `from` may have been removed before this
+    /// instance read them: `from` itself is gone and the oldest entry left
+    /// is newer (the stream's bound trimmed past it while this instance was
+    /// away, or Redis restarted and lost what it had not read yet). Its
+    /// clients miss those entries and nothing can bring them back.
+    pub(super) async fn check_trimmed(
+        &self,
+        con: &mut MultiplexedConnection,
+        from: MessageId,
+    ) -> Result<(), RedisError> {
+        if from == MessageId::ZERO {
+            return Ok(());
+        }
+        let key = &self.settings.stream_key;
+        let from_text = from.to_string();
+        let (at_from, oldest): (Value, Value) = ::redis::pipe()
+            .cmd("XRANGE")
+            .arg(key)
+            .arg(&from_text)
+            .arg(&from_text)
+            .cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(con)
+            .await?;
+        let still_there = parse_entries(&at_from).is_ok_and(|e| !e.is_empty());
+        let oldest = parse_entries(&oldest)
+            .ok()
+            .and_then(|e| e.first().map(Entry::id));
+        if let Some(oldest) = oldest.filter(|o| !still_there && *o > from) {
+            self.health.possibly_missed.fetch_add(1, Relaxed);
+            tracing::warn!(
+                after = %from,
+                oldest = %oldest,
+                "entries after the last one this instance read may be gone from the Redis stream (trimmed while it was away, or lost by a Redis restart); its clients miss them. Raise --redis-history or give Redis persistence"
+            );
+        }
+        Ok(())
     }
 
     async fn read(

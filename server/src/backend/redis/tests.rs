@@ -325,6 +325,45 @@ async fn a_key_that_is_not_a_stream_fails_the_start_and_names_the_key() {
     assert!(err.to_string().contains(&key.0.stream_key), "{err}");
 }
 
+#[tokio::test]
+async fn a_reader_that_returns_after_its_entries_were_trimmed_says_so() {
+    let mut key = Key::new("trimmed");
+    key.0.history = 1000;
+    let a = key.backend().await;
+    let ids = a
+        .publish(vec![
+            message("r:1", "1"),
+            message("r:1", "2"),
+            message("r:1", "3"),
+        ])
+        .await
+        .unwrap();
+    let reader = reader::Reader {
+        client: a.client.clone(),
+        fanout: a.fanout.clone(),
+        health: a.health.clone(),
+        settings: key.0.clone(),
+    };
+    let mut con = key.con().await;
+    // Everything after the first entry is still there.
+    reader.check_trimmed(&mut con, ids[0]).await.unwrap();
+    assert_eq!(a.health.possibly_missed.load(Relaxed), 0);
+    // The bound removes the first two entries: a reader that had read only
+    // the first one lost the second.
+    let _: i64 = ::redis::cmd("XTRIM")
+        .arg(&key.0.stream_key)
+        .arg("MAXLEN")
+        .arg(1)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    reader.check_trimmed(&mut con, ids[0]).await.unwrap();
+    assert_eq!(a.health.possibly_missed.load(Relaxed), 1);
+    // A reader that had read everything lost nothing.
+    reader.check_trimmed(&mut con, ids[2]).await.unwrap();
+    assert_eq!(a.health.possibly_missed.load(Relaxed), 1);
+}
+
 fn unix_ms() -> u64 {
     crate::backend::unix_millis()
 }
