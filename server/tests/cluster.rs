@@ -250,6 +250,31 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
     assert_eq!(resumed.event().await.last_event_id, after);
 }
 
+#[tokio::test]
+async fn sigterm_in_cluster_mode_closes_streams_and_exits_0_while_the_other_instance_goes_on() {
+    let key = KeyGuard::new("sigterm");
+    let mut a = Instance::start(&key.url, &key.key, &[]);
+    let b = Instance::start(&key.url, &key.key, &[]);
+    let mut on_a = a.subscribe(&["demo:t"], None).await;
+    on_a.connected().await;
+    let first = b.publish("demo:t", json!(1)).await;
+    assert_eq!(on_a.event().await.last_event_id, first);
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = a.terminate();
+        (a, status)
+    });
+    // The stream ends (the server closes it) and the process exits 0.
+    assert!(on_a.next_event().await.is_none());
+    let (_a, status) = patiently("the exit", status).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    // The other instance still publishes and serves.
+    let mut on_b = b.subscribe(&["demo:t"], Some(&first)).await;
+    on_b.connected().await;
+    let second = b.publish("demo:t", json!(2)).await;
+    assert_eq!(on_b.event().await.last_event_id, second);
+}
+
 #[test]
 fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
     let port = free_port();
