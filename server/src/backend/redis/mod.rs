@@ -34,6 +34,18 @@
 //! set to the newest id this instance has seen, so new ids stay above it.
 //! What remains: Redis lost its data *and* its clock went back *and* an
 //! instance that had seen less publishes first.
+//!
+//! Limits, on purpose:
+//! - A publish that times out (Redis slow, not down) answers 503, yet Redis
+//!   may have appended it: a client that retries may publish it twice.
+//! - An instance that stops reading for longer than the stream's bound
+//!   lasts (`--redis-history` entries), or whose Redis restarts without
+//!   persistence before it read everything, cannot get those entries back.
+//!   It notices on reconnect (`tidings_redis_possibly_missed_total`, a
+//!   warning in the log); its clients are not told with a gap.
+//! - A resume id further ahead of Redis's clock than a minute cannot have
+//!   been generated: such a client starts live with a gap instead of
+//!   waiting for it.
 
 mod entry;
 mod reader;
