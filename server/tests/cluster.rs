@@ -251,6 +251,28 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
 }
 
 #[tokio::test]
+async fn a_publish_after_redis_closed_the_idle_publisher_connection_still_succeeds() {
+    // Redis drops connections idle for a second (its `timeout` setting).
+    let redis = PrivateRedis::start_with(&["--timeout", "1"]);
+    let url = redis.url();
+    let key = unique_key("idle");
+    let a = Instance::start(&url, &key, &[]);
+    let mut s = a.subscribe(&["demo:idle"], None).await;
+    s.connected().await;
+    let first = a.publish("demo:idle", json!(1)).await;
+    assert_eq!(s.event().await.last_event_id, first);
+    // Only the blocked reader (and this check's own connection) remain.
+    eventually("Redis to close the idle publisher connection", async || {
+        let info = redis_cli(&url, &["INFO", "clients"]).unwrap();
+        let info: String = redis::from_redis_value(info).unwrap();
+        info.contains("connected_clients:2\r\n")
+    })
+    .await;
+    let second = a.publish("demo:idle", json!(2)).await;
+    assert_eq!(s.event().await.last_event_id, second);
+}
+
+#[tokio::test]
 async fn sigterm_in_cluster_mode_closes_streams_and_exits_0_while_the_other_instance_goes_on() {
     let key = KeyGuard::new("sigterm");
     let mut a = Instance::start(&key.url, &key.key, &[]);

@@ -101,13 +101,20 @@ pub fn free_port() -> u16 {
 /// every key.
 pub struct PrivateRedis {
     pub port: u16,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Started with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut redis = Self {
             port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         redis.restart();
@@ -124,6 +131,7 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

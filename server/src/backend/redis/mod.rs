@@ -52,8 +52,11 @@ mod reader;
 
 use std::{
     fmt::Write as _,
-    sync::{Arc, atomic::Ordering::Relaxed},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
 };
 
 use ::redis::{
@@ -83,6 +86,8 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 /// How far ahead of Redis's clock a resume id may be before it counts as
 /// impossible (clock drift since start, ms).
 const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// A publisher connection unused for this long is pinged before use.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 /// Cluster settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +159,9 @@ pub struct RedisBackend {
     /// Where publishes go, with the reader's loss count when it was made;
     /// `None` after a failure until the next publish reconnects.
     publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// When the publisher connection last answered (ms after `started`).
+    publisher_used_ms: AtomicU64,
+    started: Instant,
     health: Arc<Health>,
     /// Redis's clock minus ours at start (ms), to tell whether an id could
     /// have been generated yet.
@@ -238,6 +246,8 @@ impl RedisBackend {
             client,
             settings,
             publisher: Mutex::new(Some((0, con))),
+            publisher_used_ms: AtomicU64::new(0),
+            started: Instant::now(),
             health,
             clock_offset_ms: preload.clock_offset_ms,
             reader: std::sync::Mutex::new(Some(task)),
@@ -269,8 +279,21 @@ impl RedisBackend {
     async fn publisher(&self) -> Result<MultiplexedConnection, RedisError> {
         let mut slot = self.publisher.lock().await;
         let losses = self.health.losses();
-        match &*slot {
-            Some((made, con)) if *made == losses => return Ok(con.clone()),
+        match &mut *slot {
+            Some((made, con)) if *made == losses => {
+                // Redis may close connections idle for its `timeout`: after
+                // a quiet while, check before trusting it with a publish
+                // (retrying a failed publish could append it twice).
+                if self.idle_for() < IDLE_CHECK {
+                    return Ok(con.clone());
+                }
+                let ping: Result<String, _> = ::redis::cmd("PING").query_async(con).await;
+                if ping.is_ok() {
+                    self.mark_used();
+                    return Ok(con.clone());
+                }
+                *slot = None;
+            }
             // The reader lost Redis since this connection was made: Redis
             // went away, so this one is most likely dead too. A publish
             // must not fail on it once Redis is back.
@@ -283,7 +306,19 @@ impl RedisBackend {
         let seen = self.fanout.broker().lock().last_id();
         ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
         *slot = Some((losses, con.clone()));
+        self.mark_used();
         Ok(con)
+    }
+
+    /// Time since the publisher connection last answered.
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.publisher_used_ms.load(Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn mark_used(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.publisher_used_ms.fetch_max(now, Relaxed);
     }
 
     async fn append(&self, batch: &[Outgoing]) -> Result<Vec<MessageId>, RedisError> {
@@ -300,7 +335,10 @@ impl RedisBackend {
             ));
         }
         let reply: Vec<Value> = match pipe.query_async(&mut con).await {
-            Ok(reply) => reply,
+            Ok(reply) => {
+                self.mark_used();
+                reply
+            }
             Err(e) => {
                 // Whatever broke, start the next publish on a new connection.
                 *self.publisher.lock().await = None;
