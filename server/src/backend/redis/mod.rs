@@ -370,8 +370,13 @@ impl Backend for RedisBackend {
                     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                         self.health.down(format!("publish failed: {e}"));
                     }
+                    let outcome = if e.is_timeout() {
+                        "Redis may still have taken it, so a retry may publish it twice"
+                    } else {
+                        "nothing was published, retry later"
+                    };
                     Err(BackendError(format!(
-                        "the cluster's Redis ({}) did not take it: {e}; nothing was published, retry later",
+                        "the cluster's Redis ({}) did not take it: {e}; {outcome}",
                         self.addr()
                     )))
                 }
