@@ -28,6 +28,8 @@ pub(super) struct Health {
     /// Times the reader lost its connection: a publisher connection made
     /// before the last loss is presumed dead too (Redis restarted).
     losses: AtomicU64,
+    /// `XREAD` round trips answered (with entries or after blocking).
+    pub(super) polls: AtomicU64,
     /// Entries read from the stream and fed to the fan-out.
     pub(super) read: AtomicU64,
     /// Publishes Redis did not take.
@@ -135,6 +137,7 @@ impl Reader {
                 };
                 match reply {
                     Ok(reply) => {
+                        self.health.polls.fetch_add(1, Relaxed);
                         self.health.up();
                         backoff.reset();
                         from = self.feed(&reply, from);

@@ -326,6 +326,24 @@ async fn a_key_that_is_not_a_stream_fails_the_start_and_names_the_key() {
 }
 
 #[tokio::test]
+async fn the_blocking_read_outlasts_the_clients_default_response_timeout() {
+    // redis-rs gives up on a reply after 500 ms unless told otherwise; an
+    // idle stream must not turn every blocking read into a reconnection.
+    let mut key = Key::new("idle-read");
+    key.0.block = Duration::from_millis(700);
+    let a = key.backend().await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while a.health.polls.load(Relaxed) < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("three blocking reads answered");
+    assert_eq!(a.reader_connects(), 1, "the reader never reconnected");
+    assert!(a.ready().is_ok());
+}
+
+#[tokio::test]
 async fn a_reader_that_returns_after_its_entries_were_trimmed_says_so() {
     let mut key = Key::new("trimmed");
     key.0.history = 1000;
