@@ -38,7 +38,7 @@ kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
 
 echo "== npm package in Chromium (playwright-core)"
 scripts/build-web.sh
-(cd web && TIDINGS_SERVER_BIN="$tmp/tidings-server" node --test --test-concurrency=1 --test-timeout=120000 --test-reporter=spec tests/)
+(cd web && TIDINGS_SERVER_BIN="$tmp/tidings-server" node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec tests/)
 
 echo "== packed tarball in a fresh Vite + TypeScript app"
 web/consumer-test/run.sh

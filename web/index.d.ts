@@ -56,6 +56,10 @@ export interface ConnectOptions {
   resetAfter?: number;
   /** Resume after an id kept from an earlier page. */
   lastEventId?: string;
+  /** Share one connection among this origin's tabs asking for the same URL,
+   * topics and transport (Web Locks + BroadcastChannel; falls back to a
+   * connection of its own where those are missing). */
+  shared?: boolean;
   /** Where to load the `.wasm` from, if your bundler does not resolve it. */
   wasm?: string | URL | Response | BufferSource | WebAssembly.Module;
 }
@@ -63,7 +67,8 @@ export interface ConnectOptions {
 /** Loads the WebAssembly once; `connect` calls it for you. */
 export function initTidings(wasm?: ConnectOptions["wasm"]): Promise<unknown>;
 
-/** Opens one stream at `url` (the server's `/events`) for `options.topics`. */
+/** Opens one stream at `url` (the server's `/events`) for `options.topics`
+ * (a {@link SharedClient} with `shared: true`; same methods). */
 export function connect<M extends EventMap = EventMap>(url: string | URL, options: ConnectOptions): Promise<Client<M>>;
 
 export class Client<M extends EventMap = EventMap> {
@@ -85,4 +90,12 @@ export class Client<M extends EventMap = EventMap> {
   /** Events of the given types (default `message`); ends when the client closes. */
   events<K extends keyof M & string>(...types: K[]): AsyncIterableIterator<TidingsEvent<M, K>>;
   [Symbol.asyncIterator](): AsyncIterableIterator<TidingsEvent<M, "message" & keyof M>>;
+}
+
+/** A client whose connection is shared with other tabs: one tab (the leader)
+ * holds the stream and forwards events; when it closes, another takes over
+ * and resumes after the last id every tab heard. */
+export class SharedClient<M extends EventMap = EventMap> extends Client<M> {
+  /** Whether this tab holds the connection. */
+  readonly isLeader: boolean;
 }

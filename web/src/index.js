@@ -1,6 +1,10 @@
 // The `tidings` package: a thin ES module over the WebAssembly client
 // (web/pkg, built by scripts/build-web.sh). Types: ../index.d.ts.
 import init, { TidingsClient } from "../pkg/tidings_wasm.js";
+import { eventsOf } from "./events.js";
+import { SharedClient } from "./shared.js";
+
+export { SharedClient };
 
 let ready;
 
@@ -10,9 +14,19 @@ export function initTidings(wasm) {
   return ready;
 }
 
-/** Opens a stream for `options.topics` at `url` (the server's `/events`). */
+/** Opens a stream for `options.topics` at `url` (the server's `/events`).
+ * With `shared: true`, tabs of this origin asking for the same URL, topics
+ * and transport share one connection. */
 export async function connect(url, options = {}) {
   await initTidings(options.wasm);
+  if (options.shared && typeof navigator !== "undefined" && navigator.locks && typeof BroadcastChannel !== "undefined") {
+    const href = new URL(String(url), globalThis.location?.href).href;
+    const topics = [].concat(options.topics ?? []).sort().join(",");
+    const key = `tidings:${options.transport ?? "eventsource"}:${href}|${topics}`;
+    const open = (lastEventId) =>
+      new Client(new TidingsClient(String(url), { ...options, lastEventId: lastEventId ?? options.lastEventId }));
+    return new SharedClient(key, open, options.lastEventId);
+  }
   return new Client(new TidingsClient(String(url), options));
 }
 
@@ -57,43 +71,7 @@ export class Client {
   /** Events of the given types (default `message`) as an async iterator;
    * it ends when the client closes or the loop breaks. */
   events(...types) {
-    if (types.length === 0) types = ["message"];
-    const queue = [];
-    let wake = null;
-    let done = this.#raw.state.kind === "closed";
-    const push = (item) => {
-      queue.push(item);
-      wake?.();
-    };
-    const handlers = types.map((type) => [type, (data, meta) => push({ data, ...meta })]);
-    const onState = (state) => {
-      if (state.kind === "closed") finish();
-    };
-    const finish = () => {
-      done = true;
-      for (const [type, handler] of handlers) this.#raw.off(type, handler);
-      this.#raw.offState(onState);
-      wake?.();
-    };
-    if (!done) {
-      for (const [type, handler] of handlers) this.#raw.on(type, handler);
-      this.#raw.onState(onState);
-    }
-    return {
-      next: async () => {
-        while (queue.length === 0 && !done) await new Promise((resolve) => (wake = resolve));
-        wake = null;
-        return queue.length > 0 ? { value: queue.shift(), done: false } : { value: undefined, done: true };
-      },
-      return: async () => {
-        finish();
-        queue.length = 0;
-        return { value: undefined, done: true };
-      },
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-    };
+    return eventsOf(this, types);
   }
 
   [Symbol.asyncIterator]() {

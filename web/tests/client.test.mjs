@@ -90,7 +90,7 @@ async function finish(page) {
 
 for (const transport of ["eventsource", "fetch"]) {
   describe(`${transport} transport`, () => {
-    test("typed events arrive for several topics and a pattern, and nothing else", async () => {
+    test("typed events arrive for several topics and a pattern, and nothing else", { timeout: 60_000 }, async () => {
       const [a, b, other] = [freshTopic(), freshTopic(), freshTopic()];
       const page = await connect({ topics: [a, `${b}:*`], transport }, ["greeting", "count", "message"]);
       await waitOpen(page);
@@ -111,24 +111,28 @@ for (const transport of ["eventsource", "fetch"]) {
         ],
       );
       assert.ok(log.every((e) => typeof e.id === "string" && e.id.length > 0));
-      // The async iterator sees the same events.
-      const iterated = page.evaluate(async () => {
-        const seen = [];
-        for await (const event of window.client.events("count")) {
-          seen.push(event.data);
-          if (seen.length === 2) break;
-        }
-        return seen;
+      // The async iterator sees the same events. It subscribes synchronously
+      // when the loop starts, so nothing published after this call is missed.
+      await page.evaluate(() => {
+        window.iterated = (async () => {
+          const seen = [];
+          for await (const event of window.client.events("count")) {
+            seen.push(event.data);
+            if (seen.length === 2) break;
+          }
+          return seen;
+        })();
       });
       await publish(primary.origin, [
         { topic: `${b}:q`, type: "count", data: 10 },
         { topic: `${b}:q`, type: "count", data: 11 },
       ]);
+      const iterated = page.evaluate(() => window.iterated);
       assert.deepEqual(await iterated, [10, 11]);
       await finish(page);
     });
 
-    test("a crashed server comes back and the client resumes with nothing lost or duplicated", async () => {
+    test("a crashed server comes back and the client resumes with nothing lost or duplicated", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       const page = await connect({ topics: [topic], transport, initialDelay: 50, maxDelay: 400 }, ["n"]);
       await waitOpen(page);
@@ -165,7 +169,7 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
-    test("503 and 502 lead to reconnects with growing, jittered delays", async () => {
+    test("503 and 502 lead to reconnects with growing, jittered delays", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       const statuses = [503, 502, 503, 502, 503];
       proxy.fail(topic, ...statuses.map((status) => ({ status })));
@@ -187,7 +191,7 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
-    test("401 stops with an auth error; the token hook lets it resume", async () => {
+    test("401 stops with an auth error; the token hook lets it resume", { timeout: 60_000 }, async () => {
       const topic = freshTopic("private");
       // Without a hook: an auth error, then closed for good.
       const denied = await connect({ topics: [topic], transport }, ["n"]);
@@ -213,7 +217,7 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
-    test("close() stops everything: stream, retries and handlers", async () => {
+    test("close() stops everything: stream, retries and handlers", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       const page = await connect({ topics: [topic], transport }, ["n"]);
       await waitOpen(page);
@@ -238,7 +242,7 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
-    test("malformed data reaches the error callback and the stream goes on", async () => {
+    test("malformed data reaches the error callback and the stream goes on", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       proxy.fail(topic, { prefix: "id: bogus-1\nevent: n\ndata: {not json\n\n" });
       const page = await connect({ topics: [topic], transport }, ["n"]);
