@@ -131,7 +131,13 @@ impl Row {
             o.generator_cpu_per_million()
         );
         if let Some(rss) = o.rss_per_conn {
-            let _ = write!(s, ", {:.1} KiB RSS per idle connection", rss / 1024.0);
+            let _ = write!(
+                s,
+                ", {:.1} KiB RSS per idle connection ({:.1} → {:.1} MiB)",
+                rss / 1024.0,
+                o.rss_mib.0,
+                o.rss_mib.1
+            );
         }
         for f in &o.failures {
             let _ = write!(s, "\n   FAIL: {f}");
@@ -252,7 +258,14 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
             }
             let rss = o
                 .rss_per_conn
-                .map(|b| format!("{:.1} KiB", b / 1024.0))
+                .map(|b| {
+                    format!(
+                        "{:.1} KiB ({:.0} → {:.0} MiB)",
+                        b / 1024.0,
+                        o.rss_mib.0,
+                        o.rss_mib.1
+                    )
+                })
                 .unwrap_or_default();
             // The idle scenario's one message per connection only checks that
             // every stream is alive: its rate, latency and CPU mean nothing.
@@ -282,7 +295,7 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
     }
     let _ = writeln!(
         s,
-        "\nLatency is from just before the `POST /publish` that carries a message to the moment its SSE event is parsed by the subscriber (same clock). CPU is the server process's utime+stime from /proc over the publishing phase (with Redis, the Redis server's own CPU over the same phase is shown apart; that Redis is shared with other work on the machine); RSS per idle connection is the server's VmRSS growth divided by the connections."
+        "\nLatency is from just before the `POST /publish` that carries a message to the moment its SSE event is parsed by the subscriber (same clock). CPU is the server process's utime+stime from /proc over the publishing phase (with Redis, the Redis server's own CPU over the same phase is shown apart; that Redis is shared with other work on the machine); RSS per idle connection is the server's VmRSS growth divided by the connections (its RSS before and after in brackets: memory the server had already touched and freed before the streams opened is reused by them and not counted)."
     );
     goals(&mut s, rows);
     s

@@ -57,6 +57,8 @@ pub struct Outcome {
     /// CPU seconds the Redis server used over the same phase (Redis rows).
     pub redis_cpu_s: Option<f64>,
     pub rss_per_conn: Option<f64>,
+    /// The server's RSS (MiB) before the idle streams opened and after.
+    pub rss_mib: (f64, f64),
     /// Messages published per second, as achieved (not as asked).
     pub publish_rate: f64,
     /// Empty when every subscriber got every message once, in order.
@@ -191,6 +193,7 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
         tokio::time::sleep(Duration::from_millis(if n > 1000 { 1000 } else { 300 })).await;
         let rss_after = process::rss_bytes(pid).unwrap_or(0);
         outcome.rss_per_conn = Some(rss_after.saturating_sub(rss_before) as f64 / n as f64);
+        outcome.rss_mib = (rss_before as f64 / 1048576.0, rss_after as f64 / 1048576.0);
     } else {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
