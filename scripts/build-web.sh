@@ -31,4 +31,6 @@ web/node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
 size() { printf '%-28s %8s B raw %8s B gzip\n' "$(basename "$1")" "$(wc -c <"$1")" "$(gzip -9 -c "$1" | wc -c)"; }
 size "$out/tidings_wasm_bg.wasm"
 size "$out/tidings_wasm.js"
-size web/src/index.js
+cat web/src/*.js > "$out/.wrapper.js"
+size "$out/.wrapper.js"   # web/src/*.js, the package's own ES module
+rm "$out/.wrapper.js"

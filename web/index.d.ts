@@ -95,7 +95,7 @@ export class Client<M extends EventMap = EventMap> {
 /** A client whose connection is shared with other tabs: one tab (the leader)
  * holds the stream and forwards events; when it closes, another takes over
  * and resumes after the last id every tab heard. */
-export class SharedClient<M extends EventMap = EventMap> extends Client<M> {
+export interface SharedClient<M extends EventMap = EventMap> extends Client<M> {
   /** Whether this tab holds the connection. */
   readonly isLeader: boolean;
 }

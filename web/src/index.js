@@ -2,9 +2,6 @@
 // (web/pkg, built by scripts/build-web.sh). Types: ../index.d.ts.
 import init, { TidingsClient } from "../pkg/tidings_wasm.js";
 import { eventsOf } from "./events.js";
-import { SharedClient } from "./shared.js";
-
-export { SharedClient };
 
 let ready;
 
@@ -25,6 +22,8 @@ export async function connect(url, options = {}) {
     const key = `tidings:${options.transport ?? "eventsource"}:${href}|${topics}`;
     const open = (lastEventId) =>
       new Client(new TidingsClient(String(url), { ...options, lastEventId: lastEventId ?? options.lastEventId }));
+    // Loaded only by apps that share: bundlers split it into its own chunk.
+    const { SharedClient } = await import("./shared.js");
     return new SharedClient(key, open, options.lastEventId);
   }
   return new Client(new TidingsClient(String(url), options));

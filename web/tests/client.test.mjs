@@ -229,9 +229,15 @@ for (const transport of ["eventsource", "fetch"]) {
 
       // Closing while a retry is scheduled cancels the retry.
       const other = freshTopic();
-      proxy.fail(other, { status: 503 });
+      // Retry-After: 1 makes the wait at least 1 s, so close() lands in it.
+      proxy.fail(other, { status: 503, headers: { "retry-after": "1" } });
       const retrying = await connect({ topics: [other], transport, initialDelay: 300, maxDelay: 300 }, ["n"]);
-      const delay = await until(async () => (await retrying.evaluate(() => window.client.state)).delayMs ?? false, "a retry", {});
+      const { delayMs: delay } = await until(
+        async () => (await read(retrying, "states")).find((s) => s.kind === "reconnecting"),
+        "a scheduled retry",
+      );
+      assert.ok(delay >= 1000, `Retry-After is a floor: ${delay} ms`);
+      assert.equal(await stateOf(retrying), "reconnecting");
       const requests = proxy.requestsFor(other).length;
       await retrying.evaluate(() => window.client.close());
       await new Promise((resolve) => setTimeout(resolve, delay + 300));
