@@ -86,6 +86,8 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 /// How far ahead of Redis's clock a resume id may be before it counts as
 /// impossible (clock drift since start, ms).
 const MAX_CLOCK_SKEW_MS: u64 = 60_000;
+/// Entries per reply when an instance loads the history at start.
+const PRELOAD_PAGE: usize = 5_000;
 /// A publisher connection unused for this long is pinged before use.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -494,8 +496,21 @@ async fn load_history(
     con: &mut impl ConnectionLike,
     settings: &RedisSettings,
 ) -> Result<Preload, LoadError> {
-    // One transaction, so no entry can land between the clock reading and
-    // the range (it would be below `first` and refused).
+    let classify = |e: RedisError| {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            LoadError::Redis(e)
+        } else {
+            // Redis answered, with an error about the key (WRONGTYPE).
+            LoadError::Reply(e.to_string())
+        }
+    };
+    // Newest first, in pages, so a large history never makes one huge
+    // reply. The first page shares a transaction with the clock reading, so
+    // no entry can land in between (it would be below `first`).
+    // One entry more than kept: it is not loaded, but a client that read
+    // it misses nothing, so it is the floor rather than a gap.
+    let wanted = settings.history + 1;
+    let page = wanted.min(PRELOAD_PAGE);
     let (time, range): (Value, Value) = ::redis::pipe()
         .atomic()
         .cmd("TIME")
@@ -504,24 +519,35 @@ async fn load_history(
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(settings.history)
+        .arg(page)
         .query_async(con)
         .await
-        .map_err(|e| {
-            if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                LoadError::Redis(e)
-            } else {
-                // Redis answered, with an error about the key (WRONGTYPE).
-                LoadError::Reply(e.to_string())
-            }
-        })?;
+        .map_err(classify)?;
     let mut entries = parse_entries(&range).map_err(|e| LoadError::Reply(e.to_string()))?;
+    let mut last_page = entries.len();
+    while last_page == page && entries.len() < wanted {
+        let oldest = entries.last().map_or(MessageId::ZERO, Entry::id);
+        let count = page.min(wanted - entries.len());
+        let range: Value = ::redis::cmd("XREVRANGE")
+            .arg(&settings.stream_key)
+            .arg(format!("({oldest}"))
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(con)
+            .await
+            .map_err(classify)?;
+        let older = parse_entries(&range).map_err(|e| LoadError::Reply(e.to_string()))?;
+        last_page = if older.len() == count { page } else { 0 };
+        entries.extend(older);
+    }
     entries.reverse();
+    let floor = (entries.len() == wanted).then(|| entries.remove(0).id());
     let redis_now = redis_time_ms(&time).map_err(LoadError::Reply)?;
     let clock_offset_ms = redis_now as i64 - unix_millis() as i64;
     Ok(match (entries.first(), entries.last()) {
         (Some(oldest), Some(newest)) => Preload {
-            first: oldest.id(),
+            first: floor.unwrap_or(oldest.id()),
             read_from: newest.id(),
             entries,
             clock_offset_ms,

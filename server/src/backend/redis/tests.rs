@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tidings_core::{
-    broker::{BrokerConfig, MessageId},
+    broker::{BrokerConfig, HistoryLimits, MessageId},
     topic::{Pattern, Topic},
 };
 
@@ -220,6 +220,47 @@ async fn a_resume_id_redis_cannot_have_generated_yet_is_a_gap_not_a_silent_strea
         .expect("delivered live")
         .unwrap();
     assert_eq!(got[0].id(), ids[0]);
+}
+
+#[tokio::test]
+async fn a_long_history_loads_in_pages_with_nothing_lost_or_doubled() {
+    let mut key = Key::new("pages");
+    key.0.history = 2 * PRELOAD_PAGE + 1000;
+    let total = key.0.history + 1001;
+    let mut con = key.con().await;
+    let mut pipe = ::redis::pipe();
+    for i in 0..total {
+        pipe.add_command(xadd(
+            &key.0.stream_key,
+            total,
+            &message("p:x", &i.to_string()),
+        ));
+    }
+    let ids: Vec<Value> = pipe.query_async(&mut con).await.unwrap();
+    let ids: Vec<MessageId> = ids.iter().map(|v| parse_id(v).unwrap()).collect();
+
+    let limits = HistoryLimits {
+        per_topic: total,
+        ..HistoryLimits::default()
+    };
+    let config = BrokerConfig::default()
+        .history(limits)
+        .queue_capacity(total);
+    let a = RedisBackend::connect(key.0.clone(), config).await.unwrap();
+    let loaded = &ids[total - key.0.history..];
+    // From the entry just before the oldest loaded one: all of them, once,
+    // in order.
+    let (mut sub, _, gap) = subscribe(&a, "p:>", Some(ids[total - key.0.history - 1]));
+    assert!(!gap);
+    let got: Vec<_> = recv(&mut sub, loaded.len())
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, loaded);
+    // Older than that: not loaded, so a gap.
+    let (_, _, gap) = subscribe(&a, "p:>", Some(ids[total - key.0.history - 2]));
+    assert!(gap);
 }
 
 #[tokio::test]
