@@ -53,38 +53,79 @@ impl Error {
     }
 }
 
+// Pieces with `write_str` rather than `write!("{}")`: string padding and
+// integer formatting machinery cost the bundle more than a kilobyte.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Http { status } => write!(
-                f,
-                "server answered HTTP {status}; reconnecting with backoff"
-            ),
-            Self::Auth { status: 401 } => {
-                f.write_str("server refused the token (401): give a valid token or a token hook")
-            }
-            Self::Auth { status } => write!(
-                f,
-                "topics not allowed for this token ({status}): check its subscribe patterns"
-            ),
-            Self::Network => {
-                f.write_str("server unreachable or stream broken; reconnecting with backoff")
-            }
+        let pieces: [&str; 6] = match self {
+            Self::Http { status } => [
+                "server answered HTTP ",
+                status_text(*status),
+                "; reconnecting with backoff",
+                "",
+                "",
+                "",
+            ],
+            Self::Auth { status: 401 } => [
+                "server refused the token (401): give a valid token or a token hook",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ],
+            Self::Auth { status } => [
+                "topics not allowed for this token (",
+                status_text(*status),
+                "): check its subscribe patterns",
+                "",
+                "",
+                "",
+            ],
+            Self::Network => [
+                "server unreachable or stream broken; reconnecting with backoff",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ],
             Self::Decode {
                 event_type,
                 id,
                 message,
-            } => write!(
-                f,
-                "event `{event_type}` (id {}) skipped, its data did not decode: {message}",
-                id.as_deref().unwrap_or("none")
-            ),
+            } => [
+                "event `",
+                event_type,
+                "` (id ",
+                id.as_deref().unwrap_or("none"),
+                ") skipped, its data did not decode: ",
+                message,
+            ],
             Self::Handler {
                 event_type,
                 message,
-            } => write!(f, "handler for `{event_type}` threw: {message}"),
-            Self::Config(message) => write!(f, "invalid client options: {message}"),
-        }
+            } => ["handler for `", event_type, "` threw: ", message, "", ""],
+            Self::Config(message) => ["invalid client options: ", message, "", "", "", ""],
+        };
+        pieces.iter().try_for_each(|piece| f.write_str(piece))
+    }
+}
+
+/// The status as text, for the statuses a server sends; others read "error".
+fn status_text(status: u16) -> &'static str {
+    match status {
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "error",
     }
 }
 

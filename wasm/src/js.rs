@@ -179,9 +179,14 @@ fn builder(url: String, options: &JsValue) -> Result<ClientBuilder, JsValue> {
         None | Some("eventsource") => {}
         Some("fetch") => builder = builder.transport(Transport::Fetch),
         Some(other) => {
-            return Err(config_error(&alloc::format!(
-                "unknown transport `{other}`: use `eventsource` or `fetch`"
-            )));
+            return Err(config_error(
+                &[
+                    "unknown transport `",
+                    other,
+                    "`: use `eventsource` or `fetch`",
+                ]
+                .concat(),
+            ));
         }
     }
     let headers = get("headers");

@@ -3,7 +3,6 @@
 //! that stays valid only while its connection is the current one, so a late
 //! report from a replaced or closed connection is ignored.
 
-use alloc::format;
 use alloc::rc::{Rc, Weak};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -162,7 +161,7 @@ impl Inner {
         let query_token = match (self.config.transport, token.as_deref()) {
             (Transport::Fetch, Some(token)) => {
                 headers.retain(|(name, _)| !name.eq_ignore_ascii_case("authorization"));
-                headers.push(("Authorization".into(), format!("Bearer {token}")));
+                headers.push(("Authorization".into(), ["Bearer ", token].concat()));
                 None
             }
             (_, token) => token,

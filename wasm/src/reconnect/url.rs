@@ -1,7 +1,6 @@
 //! The subscribe URL: topics, resume point and (for EventSource) the token.
 
 use alloc::string::String;
-use core::fmt::Write;
 
 /// Builds `base?topic=..&topic=..&lastEventId=..&access_token=..` per the
 /// Tidings protocol, keeping any query `base` already has.
@@ -49,7 +48,10 @@ fn encode_component(out: &mut String, value: &str) {
         if keep {
             out.push(byte as char);
         } else {
-            let _ = write!(out, "%{byte:02X}");
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 15)]));
         }
     }
 }

@@ -37,7 +37,7 @@ impl EventSourceConnection {
         let init = EventSourceInit::new();
         init.set_with_credentials(request.with_credentials);
         let source = EventSource::new_with_event_source_init_dict(&request.url, &init)
-            .map_err(|_| Error::Config(alloc::format!("`{}` is not a valid URL", request.url)))?;
+            .map_err(|_| Error::Config(["`", &request.url, "` is not a valid URL"].concat()))?;
         let probe = alloc::rc::Rc::new(RefCell::new(None));
 
         let open_sink = sink.clone();

@@ -2,9 +2,8 @@
 //! `tidings_core::sse::Decoder`, so the app can send `Authorization` and other
 //! headers and the client sees the HTTP status and the server's `retry:`.
 
-use alloc::format;
 use alloc::rc::Weak;
-use alloc::string::ToString;
+use alloc::string::String;
 use js_sys::{Promise, Reflect, Uint8Array};
 use tidings_core::sse::{Decoded, Decoder};
 use wasm_bindgen::prelude::*;
@@ -121,10 +120,13 @@ async fn read_stream(promise: Promise, sink: &Weak<dyn Sink>) -> Failure {
                 }),
                 Ok(Decoded::Retry(ms)) => sink.retry(u32::try_from(ms).unwrap_or(u32::MAX)),
                 Ok(_) => {}
-                Err(error) => sink.error(Error::Decode {
-                    event_type: "".to_string(),
+                // Over the decoder's line or event size limit: that event is
+                // skipped. (A fixed message keeps integer formatting out of
+                // the bundle.)
+                Err(_) => sink.error(Error::Decode {
+                    event_type: String::new(),
                     id: None,
-                    message: format!("{error}"),
+                    message: "a line or event over the size limit was skipped".into(),
                 }),
             }
         }

@@ -90,8 +90,18 @@ pub(crate) fn retry_after_ms(headers: &web_sys::Headers) -> u32 {
         .get("retry-after")
         .ok()
         .flatten()
-        .and_then(|value| value.trim().parse::<u32>().ok())
+        .and_then(|value| parse_seconds(value.trim_ascii()))
         .map_or(0, |seconds| seconds.saturating_mul(1_000))
+}
+
+/// Digits only (the HTTP-date form is ignored); saturates instead of failing.
+fn parse_seconds(value: &str) -> Option<u32> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.bytes().fold(0u32, |n, digit| {
+        n.saturating_mul(10).saturating_add(u32::from(digit - b'0'))
+    }))
 }
 
 /// Milliseconds since the epoch, the client's only clock.
