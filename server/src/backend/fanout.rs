@@ -180,10 +180,22 @@ impl Fanout {
     /// Publishes a message whose id was chosen by a shared log (the cluster
     /// reader calls this for every entry, in log order).
     pub fn publish_with_id(&self, id: MessageId, message: &Outgoing) -> Result<(), PublishError> {
+        self.publish_with_id_at(id, message, Instant::now())
+    }
+
+    /// [`publish_with_id`](Self::publish_with_id) for a message accepted at
+    /// `published_at` (by whichever instance took the publish), for the
+    /// latency metric.
+    pub fn publish_with_id_at(
+        &self,
+        id: MessageId,
+        message: &Outgoing,
+        published_at: Instant,
+    ) -> Result<(), PublishError> {
         let exclude = self.excluded(message.exclude.as_deref());
         let frame = Frame {
             bytes: encode(id, message),
-            published_at: Instant::now(),
+            published_at,
         };
         self.broker
             .lock()

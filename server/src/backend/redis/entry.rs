@@ -1,8 +1,9 @@
 //! Stream entries: how a message is written to the shared Redis stream and
 //! read back.
 //!
-//! An entry is `topic T type Y data D [exclude C]`; its Redis stream id is
-//! the message's SSE id. Decoding is lenient about what it does not own: an
+//! An entry is `topic T type Y data D at U [exclude C]` (`U`: when the
+//! publish was accepted, µs since the Unix epoch, for the latency metric);
+//! its Redis stream id is the message's SSE id. Decoding is lenient about what it does not own: an
 //! entry written by someone else (missing fields, a bad topic) is reported
 //! as [`Entry::Foreign`] so the reader can skip it and keep its position.
 
@@ -16,12 +17,14 @@ const TOPIC: &[u8] = b"topic";
 const TYPE: &[u8] = b"type";
 const DATA: &[u8] = b"data";
 const EXCLUDE: &[u8] = b"exclude";
+const AT: &[u8] = b"at";
 
 /// One entry read from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Entry {
-    /// A message written by a Tidings instance.
-    Message(MessageId, Outgoing),
+    /// A message written by a Tidings instance, and when it was accepted
+    /// (µs since the Unix epoch) if the entry says.
+    Message(MessageId, Outgoing, Option<u64>),
     /// Something else under our key: skipped, but its id still counts as
     /// read.
     Foreign(MessageId, String),
@@ -30,7 +33,7 @@ pub(super) enum Entry {
 impl Entry {
     pub(super) fn id(&self) -> MessageId {
         match self {
-            Self::Message(id, _) | Self::Foreign(id, _) => *id,
+            Self::Message(id, ..) | Self::Foreign(id, _) => *id,
         }
     }
 }
@@ -40,8 +43,8 @@ impl Entry {
 #[error("unexpected reply from Redis: {0}")]
 pub(super) struct BadReply(pub String);
 
-/// `XADD key MAXLEN ~ max_len * topic T type Y data D [exclude C]`.
-pub(super) fn xadd(key: &str, max_len: usize, message: &Outgoing) -> Cmd {
+/// `XADD key MAXLEN ~ max_len * topic T type Y data D at U [exclude C]`.
+pub(super) fn xadd(key: &str, max_len: usize, message: &Outgoing, accepted_us: u64) -> Cmd {
     let mut cmd = ::redis::cmd("XADD");
     cmd.arg(key)
         .arg("MAXLEN")
@@ -53,7 +56,9 @@ pub(super) fn xadd(key: &str, max_len: usize, message: &Outgoing) -> Cmd {
         .arg(TYPE)
         .arg(&message.event_type)
         .arg(DATA)
-        .arg(&message.data);
+        .arg(&message.data)
+        .arg(AT)
+        .arg(accepted_us);
     if let Some(exclude) = &message.exclude {
         cmd.arg(EXCLUDE).arg(exclude);
     }
@@ -117,7 +122,7 @@ fn parse_entry(value: &Value) -> Result<Entry, BadReply> {
         Value::Nil => Vec::new(),
         other => return Err(BadReply(format!("expected entry fields, got {other:?}"))),
     };
-    let (mut topic, mut event_type, mut data, mut exclude) = (None, None, None, None);
+    let (mut topic, mut event_type, mut data, mut exclude, mut at) = (None, None, None, None, None);
     for pair in fields.chunks(2) {
         let [name, value] = pair else { break };
         let (Some(name), Some(value)) = (text(name), text(value)) else {
@@ -128,6 +133,7 @@ fn parse_entry(value: &Value) -> Result<Entry, BadReply> {
             TYPE => &mut event_type,
             DATA => &mut data,
             EXCLUDE => &mut exclude,
+            AT => &mut at,
             _ => continue,
         };
         *slot = Some(value);
@@ -154,6 +160,7 @@ fn parse_entry(value: &Value) -> Result<Entry, BadReply> {
             data: data.to_owned(),
             exclude: utf8(exclude).map(str::to_owned),
         },
+        utf8(at).and_then(|at| at.parse().ok()),
     ))
 }
 
@@ -205,7 +212,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            args(&xadd("k", 500, &message)),
+            args(&xadd("k", 500, &message, 17)),
             [
                 "XADD",
                 "k",
@@ -218,17 +225,25 @@ mod tests {
                 "type",
                 "status",
                 "data",
-                r#"{"x":1}"#
+                r#"{"x":1}"#,
+                "at",
+                "17"
             ]
         );
         message.exclude = Some("c0ffee".into());
-        assert_eq!(args(&xadd("k", 500, &message))[12..], ["exclude", "c0ffee"]);
+        assert_eq!(
+            args(&xadd("k", 500, &message, 17))[14..],
+            ["exclude", "c0ffee"]
+        );
     }
 
     #[test]
     fn xread_replies_in_resp2_and_resp3_shapes() {
         let entries = Value::Array(vec![
-            entry("1-0", &["topic", "a:b", "type", "t", "data", "1"]),
+            entry(
+                "1-0",
+                &["topic", "a:b", "type", "t", "data", "1", "at", "99"],
+            ),
             entry("1-1", &["topic", "a:c", "data", "2", "exclude", "ff"]),
         ]);
         let resp2 = Value::Array(vec![Value::Array(vec![bulk("k"), entries.clone()])]);
@@ -236,7 +251,8 @@ mod tests {
         for reply in [resp2, resp3] {
             let got = parse_xread(&reply, "k").unwrap();
             assert_eq!(got.len(), 2);
-            let Entry::Message(id, m) = &got[1] else {
+            assert!(matches!(got[0], Entry::Message(_, _, Some(99))));
+            let Entry::Message(id, m, None) = &got[1] else {
                 panic!("{got:?}")
             };
             assert_eq!(*id, MessageId::new(1, 1));

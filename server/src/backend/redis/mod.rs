@@ -220,7 +220,8 @@ impl RedisBackend {
         ));
         let mut loaded = 0;
         for entry in &preload.entries {
-            if let Entry::Message(id, message) = entry {
+            // History, not live: its latency is not this instance's.
+            if let Entry::Message(id, message, _) = entry {
                 if fanout.publish_with_id(*id, message).is_ok() {
                     loaded += 1;
                 }
@@ -325,6 +326,7 @@ impl RedisBackend {
 
     async fn append(&self, batch: &[Outgoing]) -> Result<Vec<MessageId>, RedisError> {
         let mut con = self.publisher().await?;
+        let accepted_us = unix_micros();
         let mut pipe = ::redis::pipe();
         if batch.len() > 1 {
             pipe.atomic();
@@ -334,6 +336,7 @@ impl RedisBackend {
                 &self.settings.stream_key,
                 self.settings.history,
                 message,
+                accepted_us,
             ));
         }
         let reply: Vec<Value> = match pipe.query_async(&mut con).await {
@@ -561,6 +564,13 @@ async fn load_history(
             clock_offset_ms,
         },
     })
+}
+
+/// Microseconds since the Unix epoch.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn redis_time_ms(value: &Value) -> Result<u64, String> {

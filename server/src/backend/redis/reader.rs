@@ -5,7 +5,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ::redis::{AsyncConnectionConfig, Client, RedisError, Value, aio::MultiplexedConnection};
@@ -245,8 +245,9 @@ impl Reader {
             from = id;
             self.health.read.fetch_add(1, Relaxed);
             match entry {
-                Entry::Message(id, message) => {
-                    if let Err(e) = self.fanout.publish_with_id(id, &message) {
+                Entry::Message(id, message, accepted_us) => {
+                    let published_at = accepted_at(accepted_us);
+                    if let Err(e) = self.fanout.publish_with_id_at(id, &message, published_at) {
                         tracing::error!(error = %e, "dropped a stream entry the broker refused");
                     }
                 }
@@ -256,5 +257,38 @@ impl Reader {
             }
         }
         from
+    }
+}
+
+/// The instant a publish was accepted, from its wall-clock time in the
+/// entry (taken on whichever instance accepted it): the latency metric then
+/// includes the trip through Redis. Clocks of other hosts may disagree, so
+/// anything not within the last minute counts as now.
+fn accepted_at(accepted_us: Option<u64>) -> Instant {
+    let now = Instant::now();
+    let Some(accepted_us) = accepted_us else {
+        return now;
+    };
+    let now_us = super::unix_micros();
+    now_us
+        .checked_sub(accepted_us)
+        .map(Duration::from_micros)
+        .filter(|age| *age <= Duration::from_secs(60))
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acceptance_time_comes_from_the_entry_within_a_minute() {
+        let now_us = crate::backend::unix_millis() * 1000;
+        assert!(accepted_at(Some(now_us - 5_000_000)).elapsed() >= Duration::from_secs(5));
+        // An hour old or in the future (clock skew): counted from now.
+        assert!(accepted_at(Some(now_us - 3_600_000_000)).elapsed() < Duration::from_secs(60));
+        assert!(accepted_at(Some(now_us + 3_600_000_000)).elapsed() < Duration::from_secs(60));
+        assert!(accepted_at(None).elapsed() < Duration::from_secs(60));
     }
 }

@@ -234,6 +234,7 @@ async fn a_long_history_loads_in_pages_with_nothing_lost_or_doubled() {
             &key.0.stream_key,
             total,
             &message("p:x", &i.to_string()),
+            0,
         ));
     }
     let ids: Vec<Value> = pipe.query_async(&mut con).await.unwrap();
