@@ -88,6 +88,9 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 /// Entries per reply when an instance loads the history at start.
 const PRELOAD_PAGE: usize = 5_000;
+/// After a failed connection attempt, publishes fail at once for this
+/// long instead of each trying again.
+const RECONNECT_QUIET: Duration = Duration::from_millis(250);
 /// A publisher connection unused for this long is pinged before use.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
@@ -163,6 +166,9 @@ pub struct RedisBackend {
     publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// When the publisher connection last answered (ms after `started`).
     publisher_used_ms: AtomicU64,
+    /// When connecting the publisher last failed (ms after `started`; 0:
+    /// it did not).
+    connect_failed_ms: AtomicU64,
     started: Instant,
     health: Arc<Health>,
     /// Redis's clock minus ours at start (ms), to tell whether an id could
@@ -250,6 +256,7 @@ impl RedisBackend {
             settings,
             publisher: Mutex::new(Some((0, con))),
             publisher_used_ms: AtomicU64::new(0),
+            connect_failed_ms: AtomicU64::new(0),
             started: Instant::now(),
             health,
             clock_offset_ms: preload.clock_offset_ms,
@@ -302,12 +309,36 @@ impl RedisBackend {
             // must not fail on it once Redis is back.
             _ => *slot = None,
         }
-        let mut con = self
-            .client
-            .get_multiplexed_async_connection_with_config(&publisher_config(&self.settings))
-            .await?;
-        let seen = self.fanout.broker().lock().last_id();
-        ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
+        // While Redis does not answer, publishes queue up on this lock: let
+        // one attempt speak for all of them for a moment instead of each
+        // waiting out its own connection timeout in turn.
+        let failed = self.connect_failed_ms.load(Relaxed);
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        if failed > 0 && now_ms.saturating_sub(failed) < RECONNECT_QUIET.as_millis() as u64 {
+            return Err(RedisError::from((
+                ::redis::ErrorKind::Io,
+                "Redis did not answer a moment ago",
+            )));
+        }
+        let con = async {
+            let mut con = self
+                .client
+                .get_multiplexed_async_connection_with_config(&publisher_config(&self.settings))
+                .await?;
+            let seen = self.fanout.broker().lock().last_id();
+            ensure_floor(&mut con, &self.settings.stream_key, seen).await?;
+            Ok::<_, RedisError>(con)
+        }
+        .await;
+        let con = match con {
+            Ok(con) => con,
+            Err(e) => {
+                let now = (self.started.elapsed().as_millis() as u64).max(1);
+                self.connect_failed_ms.store(now, Relaxed);
+                return Err(e);
+            }
+        };
+        self.connect_failed_ms.store(0, Relaxed);
         *slot = Some((losses, con.clone()));
         self.mark_used();
         Ok(con)
