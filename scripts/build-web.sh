@@ -16,7 +16,7 @@ fi
 # Keep the target_features section (the root profile strips everything):
 # wasm-bindgen reads it, and wasm-opt strips the rest below.
 CARGO_PROFILE_WASM_RELEASE_STRIP=debuginfo \
-  cargo build -p tidings-wasm --lib --target wasm32-unknown-unknown --profile wasm-release
+  cargo build -p tidings-wasm --lib --features small-allocator --target wasm32-unknown-unknown --profile wasm-release
 target_dir="$(cargo metadata --format-version 1 --no-deps | node -e 'process.stdin.on("data",d=>b+=d);let b="";process.stdin.on("end",()=>console.log(JSON.parse(b).target_directory))')"
 
 out="web/pkg"

@@ -10,6 +10,16 @@
 
 extern crate alloc;
 
+// Smaller than the default dlmalloc; talc offers it only without the
+// `atomics` target feature (no threads), which is how the package is built.
+#[cfg(all(
+    feature = "small-allocator",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 mod client;
 mod error;
 mod event;

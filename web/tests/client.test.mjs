@@ -248,6 +248,31 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
+    test("a burst of 2,000 events of mixed sizes arrives complete and in order", { timeout: 60_000 }, async () => {
+      const topic = freshTopic();
+      const page = await connect({ topics: [topic], transport }, []);
+      await page.evaluate(() => {
+        window.received = 0;
+        window.bad = [];
+        window.client.on("blob", (data) => {
+          if (data.n !== window.received || data.s.length !== (data.n * 7) % 600) window.bad.push(data.n);
+          window.received += 1;
+        });
+      });
+      await waitOpen(page);
+      for (let batch = 0; batch < 20; batch++) {
+        const messages = Array.from({ length: 100 }, (_, i) => {
+          const n = batch * 100 + i;
+          return { topic, type: "blob", data: { n, s: "x".repeat((n * 7) % 600) } };
+        });
+        await publish(primary.origin, messages);
+      }
+      await until(async () => (await read(page, "received")) >= 2000, "2,000 events");
+      assert.deepEqual(await read(page, "bad"), []);
+      assert.equal(await read(page, "received"), 2000);
+      await finish(page);
+    });
+
     test("malformed data reaches the error callback and the stream goes on", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       proxy.fail(topic, { prefix: "id: bogus-1\nevent: n\ndata: {not json\n\n" });

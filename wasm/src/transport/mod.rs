@@ -108,3 +108,18 @@ fn parse_seconds(value: &str) -> Option<u32> {
 pub(crate) fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seconds;
+
+    #[test]
+    fn retry_after_takes_delay_seconds_only() {
+        assert_eq!(parse_seconds("120"), Some(120));
+        assert_eq!(parse_seconds("0"), Some(0));
+        assert_eq!(parse_seconds("99999999999"), Some(u32::MAX), "saturates");
+        assert_eq!(parse_seconds(""), None);
+        assert_eq!(parse_seconds("-1"), None);
+        assert_eq!(parse_seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
