@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     RedisSettings, ensure_floor,
-    entry::{Entry, parse_entries, parse_xread},
+    entry::{BadReply, Entry, parse_entries, parse_xread},
 };
 use crate::backend::Fanout;
 
@@ -136,12 +136,21 @@ impl Reader {
                     reply = self.read(&mut con, from) => reply,
                 };
                 match reply {
-                    Ok(reply) => {
-                        self.health.polls.fetch_add(1, Relaxed);
-                        self.health.up();
-                        backoff.reset();
-                        from = self.feed(&reply, from);
-                    }
+                    Ok(reply) => match self.feed(&reply, from) {
+                        Ok(read_to) => {
+                            from = read_to;
+                            self.health.polls.fetch_add(1, Relaxed);
+                            self.health.up();
+                            backoff.reset();
+                        }
+                        Err(e) => {
+                            // Reading it again would get the same answer:
+                            // say so, and retry no faster than the backoff.
+                            self.health.down(e.to_string());
+                            tracing::error!(error = %e, after = %from, "cannot read the Redis stream");
+                            break;
+                        }
+                    },
                     Err(e) => {
                         self.health.losses.fetch_add(1, Relaxed);
                         self.health.down(format!("stream read failed: {e}"));
@@ -229,14 +238,8 @@ impl Reader {
     }
 
     /// Feeds a reply's entries in order; returns the new position.
-    fn feed(&self, reply: &Value, mut from: MessageId) -> MessageId {
-        let entries = match parse_xread(reply, &self.settings.stream_key) {
-            Ok(entries) => entries,
-            Err(e) => {
-                tracing::error!(error = %e, "skipping an XREAD reply that cannot be read");
-                return from;
-            }
-        };
+    fn feed(&self, reply: &Value, mut from: MessageId) -> Result<MessageId, BadReply> {
+        let entries = parse_xread(reply, &self.settings.stream_key)?;
         for entry in entries {
             let id = entry.id();
             if id <= from {
@@ -256,7 +259,7 @@ impl Reader {
                 }
             }
         }
-        from
+        Ok(from)
     }
 }
 
