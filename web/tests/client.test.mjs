@@ -217,6 +217,27 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
+    test("204 closes for good, without a retry", { timeout: 60_000 }, async () => {
+      const topic = freshTopic();
+      proxy.fail(topic, { status: 204 });
+      const page = await connect({ topics: [topic], transport, initialDelay: 20 }, ["n"]);
+      await until(async () => (await stateOf(page)) === "closed", "closed after 204");
+      await new Promise((resolve) => setTimeout(resolve, 300)); // longer than any retry delay here
+      assert.equal(proxy.requestsFor(topic).length, 1, "no retry after 204");
+      assert.deepEqual(await read(page, "errors"), []);
+      await finish(page);
+    });
+
+    test("a resume point the server no longer has surfaces tidings.gap", { timeout: 60_000 }, async () => {
+      const topic = freshTopic();
+      const page = await connect({ topics: [topic], transport, lastEventId: "1-0" }, ["n"]);
+      await until(async () => (await read(page, "gaps")).length === 1, "the gap event");
+      assert.equal(proxy.requestsFor(topic)[0].url.searchParams.get("lastEventId"), "1-0");
+      await publish(primary.origin, [{ topic, type: "n", data: 1 }]);
+      assert.deepEqual((await waitLog(page, 1)).map((e) => e.data), [1], "live events follow the gap");
+      await finish(page);
+    });
+
     test("close() stops everything: stream, retries and handlers", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       const page = await connect({ topics: [topic], transport }, ["n"]);
