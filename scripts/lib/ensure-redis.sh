@@ -5,10 +5,12 @@
 # shellcheck shell=bash
 step "Redis for cluster tests"
 redis_ping() { redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG; }
+# The Redis-restart tests start their own redis-server, so the binary is
+# needed even when a Redis is given.
+command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
 if [ -n "${TIDINGS_TEST_REDIS_URL:-}" ]; then
   note "using TIDINGS_TEST_REDIS_URL=$TIDINGS_TEST_REDIS_URL"
 else
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
   if redis_ping 6379; then
     export TIDINGS_TEST_REDIS_URL="redis://127.0.0.1:6379"
     note "using the Redis already on 127.0.0.1:6379"
