@@ -150,6 +150,11 @@ impl<M> History<M> {
         }
     }
 
+    /// Messages up to `id` may be missing (see `Broker::forget_through`).
+    pub fn forget_through(&mut self, id: MessageId) {
+        self.note_forgotten(id);
+    }
+
     fn note_forgotten(&mut self, id: MessageId) {
         self.forgotten_through = Some(self.forgotten_through.map_or(id, |f| f.max(id)));
     }

@@ -423,6 +423,25 @@ impl<M> Broker<M> {
             .map_or(0, |s| s.queue.len())
     }
 
+    /// Declares that messages up to `through` may be missing (an adapter
+    /// found that its source dropped entries before it read them): a later
+    /// resume from an id before `through` reports a gap instead of
+    /// pretending that the replay is complete.
+    ///
+    /// ```
+    /// use tidings_core::broker::{Broker, BrokerConfig, MessageId};
+    /// use tidings_core::topic::{Pattern, Topic};
+    ///
+    /// let mut broker = Broker::new(BrokerConfig::default(), MessageId::new(1, 0));
+    /// let seen = broker.publish(Topic::new("a")?, "x", None).id;
+    /// broker.forget_through(MessageId::new(5, 0)); // entries up to 5-0 were lost upstream
+    /// assert!(broker.subscribe(&[Pattern::new("a")?], Some(seen)).gap);
+    /// # Ok::<(), tidings_core::topic::TopicError>(())
+    /// ```
+    pub fn forget_through(&mut self, through: MessageId) {
+        self.history.forget_through(through);
+    }
+
     /// Stores the waker to wake when a message arrives for `id` (or it lags
     /// or closes). Replaces any earlier one.
     pub fn register_waker(&mut self, id: SubscriptionId, waker: &Waker) {

@@ -211,10 +211,13 @@ impl Reader {
             .and_then(|e| e.first().map(Entry::id));
         if let Some(oldest) = oldest.filter(|o| !still_there && *o > from) {
             self.health.possibly_missed.fetch_add(1, Relaxed);
+            // A client resuming from before the lost entries must hear of
+            // it: its replay from this instance would look complete.
+            self.fanout.broker().lock().forget_through(oldest);
             tracing::warn!(
                 after = %from,
                 oldest = %oldest,
-                "entries after the last one this instance read may be gone from the Redis stream (trimmed while it was away, or lost by a Redis restart); its clients miss them. Raise --redis-history or give Redis persistence"
+                "entries after the last one this instance read may be gone from the Redis stream (trimmed while it was away, or lost by a Redis restart); clients resuming from before them get tidings.gap, clients that were live miss them. Raise --redis-history or give Redis persistence"
             );
         }
         Ok(())

@@ -419,6 +419,10 @@ async fn a_reader_that_returns_after_its_entries_were_trimmed_says_so() {
         .unwrap();
     reader.check_trimmed(&mut con, ids[0]).await.unwrap();
     assert_eq!(a.health.possibly_missed.load(Relaxed), 1);
+    // A client resuming from before the lost entry is told of the gap.
+    let pattern = tidings_core::topic::Pattern::new("r:1").unwrap();
+    let (_sub, subscribed) = a.fanout.broker().subscribe(&[pattern], Some(ids[0]));
+    assert!(subscribed.gap, "a resume across lost entries reports a gap");
     // A reader that had read everything lost nothing.
     reader.check_trimmed(&mut con, ids[2]).await.unwrap();
     assert_eq!(a.health.possibly_missed.load(Relaxed), 1);
