@@ -29,11 +29,18 @@ export async function connect(url, options = {}) {
   return new Client(new TidingsClient(String(url), options));
 }
 
+// Open clients, kept reachable like an open EventSource: otherwise the
+// garbage collector would free (and so close) a client the app subscribed
+// to without keeping a reference.
+const live = new Set();
+
 export class Client {
   #raw;
 
   constructor(raw) {
     this.#raw = raw;
+    live.add(this);
+    raw.onState((state) => state.kind === "closed" && live.delete(this));
   }
 
   on(type, handler) {
@@ -65,6 +72,7 @@ export class Client {
 
   close() {
     this.#raw.close();
+    live.delete(this);
   }
 
   /** Events of the given types (default `message`) as an async iterator;

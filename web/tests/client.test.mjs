@@ -294,6 +294,31 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
+    test("a client the app keeps no reference to survives garbage collection", { timeout: 60_000 }, async () => {
+      const topic = freshTopic();
+      const page = await openPage(browser, proxy);
+      await page.evaluate(
+        async ({ topic, transport }) => {
+          window.log = [];
+          window.unhandled = [];
+          const client = await window.tidings.connect("/events", { topics: [topic], transport });
+          client.on("n", (data) => window.log.push(data));
+        },
+        { topic, transport },
+      );
+      await until(() => proxy.openStreams(topic) === 1, "the stream");
+      for (let i = 0; i < 5; i++) {
+        await page.evaluate(async () => {
+          window.gc();
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        });
+      }
+      await publish(primary.origin, [{ topic, type: "n", data: "still here" }]);
+      assert.deepEqual(await waitLog(page, 1), ["still here"]);
+      assert.equal(proxy.openStreams(topic), 1);
+      await finish(page);
+    });
+
     test("malformed data reaches the error callback and the stream goes on", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       proxy.fail(topic, { prefix: "id: bogus-1\nevent: n\ndata: {not json\n\n" });

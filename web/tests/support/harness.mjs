@@ -235,6 +235,7 @@ export async function startBrowser() {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      "--js-flags=--expose-gc",
     ],
   });
 }
