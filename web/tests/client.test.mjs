@@ -191,6 +191,22 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
+    test("the server's retry: is the floor of the backoff", { timeout: 60_000 }, async () => {
+      const topic = freshTopic();
+      // Without the floor every delay would be 0 or 1 ms.
+      const page = await connect({ topics: [topic], transport, initialDelay: 1, maxDelay: 1 }, ["n"]);
+      await waitOpen(page);
+      proxy.dropStreams(topic);
+      const wait = await until(
+        async () => (await read(page, "states")).find((s) => s.kind === "reconnecting"),
+        "a reconnect after the stream broke",
+      );
+      assert.equal(wait.delayMs, 100, "tidings-server runs with --retry-ms 100");
+      await waitOpen(page);
+      assert.equal(proxy.requestsFor(topic).length, 2);
+      await finish(page);
+    });
+
     test("401 stops with an auth error; the token hook lets it resume", { timeout: 60_000 }, async () => {
       const topic = freshTopic("private");
       // Without a hook: an auth error, then closed for good.

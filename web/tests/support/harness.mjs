@@ -128,6 +128,10 @@ export async function startProxy(upstream) {
     openStreams(topic) {
       return [...open.values()].filter((url) => url.searchParams.getAll("topic").includes(topic)).length;
     },
+    /** Cuts the open streams for `topic` (a network blip; the server stays up). */
+    dropStreams(topic) {
+      for (const [res, url] of open) if (url.searchParams.getAll("topic").includes(topic)) res.destroy();
+    },
     /** `/events` requests for `topic` (not counting the client's status probes). */
     requestsFor(topic) {
       return proxy.requests.filter((r) => !r.probe && r.url.searchParams.getAll("topic").includes(topic));
