@@ -265,3 +265,18 @@ async fn fetch_transport_sends_the_token_and_the_hook_renews_it() {
     assert_eq!(notes.next().await.unwrap().unwrap().data, "for your eyes");
     client.close();
 }
+
+#[wasm_bindgen_test]
+async fn a_lost_resume_point_calls_the_gap_handler() {
+    let topic = fresh_topic("demo");
+    let client = Client::builder(format!("{}/events", proxy()))
+        .topic(&topic)
+        .last_event_id("1-0")
+        .connect()
+        .unwrap();
+    let gaps = Rc::new(RefCell::new(0));
+    let counter = gaps.clone();
+    let _gap = client.on_gap(move || *counter.borrow_mut() += 1);
+    until("the gap notice", || *gaps.borrow() == 1).await;
+    client.close();
+}
