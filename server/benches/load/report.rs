@@ -361,7 +361,10 @@ fn goals(s: &mut String, rows: &[Row]) {
         }
     }
     if !lines.is_empty() {
-        let _ = writeln!(s, "\nGoals of issue 3:\n");
+        let _ = writeln!(
+            s,
+            "\nGoals of issue 3 (they are set for the full sizes; a `--quick` run only hints):\n"
+        );
         for l in lines {
             let _ = writeln!(s, "- {l}");
         }
