@@ -297,7 +297,10 @@ fn an_unreachable_redis_fails_the_start_with_its_address() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot reach Redis at 127.0.0.1:1"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach Redis at 127.0.0.1:1"),
+        "{stderr}"
+    );
 }
 
 #[test]
