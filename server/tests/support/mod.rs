@@ -2,7 +2,7 @@
 //! HTTP client, and an SSE reader built on the core decoder.
 #![allow(dead_code)]
 
-use std::{collections::VecDeque, future::Future, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -15,30 +15,12 @@ use tidings_server::{
     config::ServeArgs,
 };
 
+mod wait;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use wait::{PATIENCE, eventually, patiently};
+
 /// The HS256 secret test servers use.
 pub const SECRET: &str = "integration-test-secret";
-
-/// How long any single wait in a test may take before it fails (a hang
-/// guard, not a timing assertion).
-pub const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Fails the test instead of hanging forever.
-pub async fn patiently<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("gave up waiting for {what}"),
-    }
-}
-
-/// Retries `check` until it returns true.
-pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    patiently(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-}
 
 /// A server running in this process.
 pub struct TestServer {

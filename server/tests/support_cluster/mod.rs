@@ -5,7 +5,6 @@
 
 use std::{
     collections::VecDeque,
-    future::Future,
     io::{BufRead, BufReader, Read},
     net::TcpListener,
     process::{Child, Command, Stdio},
@@ -19,13 +18,15 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tidings_core::sse::{Decoded, Decoder, HEARTBEAT, MessageEvent};
 
+#[path = "../support/wait.rs"]
+mod wait;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use wait::{PATIENCE, eventually, patiently};
+
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidings-server");
 /// The HS256 secret of every instance.
 pub const SECRET: &str = "cluster-test-secret";
-/// Longest single wait (a hang guard, not a timing assertion).
-pub const PATIENCE: Duration = Duration::from_secs(30);
-
 /// The shared Redis of the test run (`scripts/test` sets
 /// `TIDINGS_TEST_REDIS_URL`; a local default otherwise).
 pub fn redis_url() -> String {
@@ -35,24 +36,6 @@ pub fn redis_url() -> String {
 /// A stream key no other test uses.
 pub fn unique_key(test: &str) -> String {
     format!("tidings:test:cluster:{test}:{:016x}", rand::random::<u64>())
-}
-
-/// Fails the test instead of hanging forever.
-pub async fn patiently<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("gave up waiting for {what}"),
-    }
-}
-
-/// Retries `check` until it returns true.
-pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    patiently(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await
 }
 
 /// Deletes a stream key when dropped (best effort).
