@@ -1,7 +1,27 @@
 // Types for the `tidings` package (hand-written; the runtime is src/index.js).
+// The TypeScript examples of README.md and web/README.md are compiled against
+// this file by web/consumer-test/run.sh.
 
-/** Message types and their data, e.g. `{ status: { state: string }; chat: Chat }`. */
+/** Message types and their data, e.g. `{ status: { state: string }; chat: Chat }`
+ * (a type alias or an interface). */
 export type EventMap = Record<string, unknown>;
+
+/** The events the server itself sends, whatever your map says. */
+export type TidingsEvents = {
+  /** First event of every stream. */
+  "tidings.connected": { connectionId: string; topics: string[] };
+  /** Events were lost (the resume point left the server's history, or
+   * continuity could not be proven): reload your state. */
+  "tidings.gap": { lastEventId: string | null };
+  /** The token expired; the client calls `getToken` and resumes by itself. */
+  "tidings.expired": unknown;
+};
+
+/** Every event type a client of map `M` can listen to: `M`'s and the server's own. */
+export type AllEvents<M extends object> = Omit<M, keyof TidingsEvents> & TidingsEvents;
+
+/** The data of `message` events (published without a `type`): `M["message"]`, else `unknown`. */
+export type MessageData<M extends object> = M extends { message: infer D } ? D : unknown;
 
 /** An event's id and type, passed next to its data. */
 export interface EventMeta<K extends string = string> {
@@ -12,7 +32,7 @@ export interface EventMeta<K extends string = string> {
 }
 
 /** One event from `events()` or `for await (const e of client)`. */
-export type TidingsEvent<M extends EventMap, K extends keyof M & string = keyof M & string> = {
+export type TidingsEvent<M extends object, K extends keyof M & string = keyof M & string> = {
   [P in K]: EventMeta<P> & { data: M[P] };
 }[K];
 
@@ -26,6 +46,8 @@ export type State =
 
 /** Errors passed to `onError`. `http` and `network` errors are followed by a reconnect. */
 export interface TidingsError extends Error {
+  /** `auth`: the token was refused (401/403, with `status`) or expired with
+   * no `getToken` to refresh it (no `status`); the client is closed. */
   kind: "http" | "auth" | "network" | "decode" | "handler" | "config";
   /** The HTTP status for `http` (429, 502, 503...) and `auth` (401, 403). */
   status?: number;
@@ -44,7 +66,8 @@ export interface ConnectOptions {
   headers?: Record<string, string>;
   /** JWT: `Authorization: Bearer` with fetch, `access_token` query parameter with EventSource. */
   token?: string;
-  /** Called after a 401/403; resolve a fresh token to resume, or null to stop. */
+  /** Called after a 401/403 and when the token expires on an open stream
+   * (`tidings.expired`); resolve a fresh token to resume, or null to stop. */
   getToken?: () => string | null | undefined | Promise<string | null | undefined>;
   /** Send cookies cross-origin. */
   withCredentials?: boolean;
@@ -57,8 +80,9 @@ export interface ConnectOptions {
   /** Resume after an id kept from an earlier page. */
   lastEventId?: string;
   /** Share one connection among this origin's tabs asking for the same URL,
-   * topics and transport (Web Locks + BroadcastChannel; falls back to a
-   * connection of its own where those are missing). */
+   * topics, transport and credentials (Web Locks + BroadcastChannel; falls
+   * back to a connection of its own where those or `crypto.subtle` are
+   * missing). See the package README for what "same credentials" means. */
   shared?: boolean;
   /** Where to load the `.wasm` from, if your bundler does not resolve it. */
   wasm?: string | URL | Response | BufferSource | WebAssembly.Module;
@@ -67,16 +91,22 @@ export interface ConnectOptions {
 /** Loads the WebAssembly once; `connect` calls it for you. */
 export function initTidings(wasm?: ConnectOptions["wasm"]): Promise<unknown>;
 
-/** Opens one stream at `url` (the server's `/events`) for `options.topics`
- * (a {@link SharedClient} with `shared: true`; same methods). */
-export function connect<M extends EventMap = EventMap>(url: string | URL, options: ConnectOptions): Promise<Client<M>>;
+/** Opens one stream at `url` (the server's `/events`) for `options.topics`,
+ * shared with this origin's other tabs that hold the same credentials. */
+export function connect<M extends object = EventMap>(
+  url: string | URL,
+  options: ConnectOptions & { shared: true },
+): Promise<SharedClient<M>>;
+/** Opens one stream at `url` (the server's `/events`) for `options.topics`. */
+export function connect<M extends object = EventMap>(url: string | URL, options: ConnectOptions): Promise<Client<M>>;
 
-export class Client<M extends EventMap = EventMap> {
+export class Client<M extends object = EventMap> {
   private constructor();
-  /** Calls `handler(data, meta)` for each event of `type`; returns an unsubscribe function. */
-  on<K extends keyof M & string>(type: K, handler: (data: M[K], meta: EventMeta<K>) => void): () => void;
+  /** Calls `handler(data, meta)` for each event of `type` (yours or a
+   * `tidings.*` one); returns an unsubscribe function. */
+  on<K extends keyof AllEvents<M> & string>(type: K, handler: (data: AllEvents<M>[K], meta: EventMeta<K>) => void): () => void;
   /** Removes `handler` (or every handler of `type`). */
-  off<K extends keyof M & string>(type: K, handler?: (data: M[K], meta: EventMeta<K>) => void): void;
+  off<K extends keyof AllEvents<M> & string>(type: K, handler?: (data: AllEvents<M>[K], meta: EventMeta<K>) => void): void;
   /** Calls `handler` on every state change; returns an unsubscribe function. */
   onState(handler: (state: State) => void): () => void;
   /** Calls `handler` for every error; returns an unsubscribe function. */
@@ -88,14 +118,17 @@ export class Client<M extends EventMap = EventMap> {
   /** Closes for good: no timer, listener or callback stays behind. */
   close(): void;
   /** Events of the given types (default `message`); ends when the client closes. */
-  events<K extends keyof M & string>(...types: K[]): AsyncIterableIterator<TidingsEvent<M, K>>;
-  [Symbol.asyncIterator](): AsyncIterableIterator<TidingsEvent<M, "message" & keyof M>>;
+  events<K extends keyof AllEvents<M> & string>(...types: K[]): AsyncIterableIterator<TidingsEvent<AllEvents<M>, K>>;
+  /** `message` events (those published without a `type`); use `events(...)` for others. */
+  [Symbol.asyncIterator](): AsyncIterableIterator<EventMeta<"message"> & { data: MessageData<M> }>;
 }
 
-/** A client whose connection is shared with other tabs: one tab (the leader)
- * holds the stream and forwards events; when it closes, another takes over
- * and resumes after the last id every tab heard. */
-export interface SharedClient<M extends EventMap = EventMap> extends Client<M> {
-  /** Whether this tab holds the connection. */
+/** A client whose connection is shared with other tabs holding the same
+ * credentials: one tab (the leader) holds the stream and forwards events;
+ * when it closes, another takes over and resumes after the last id every
+ * tab heard. */
+export interface SharedClient<M extends object = EventMap> extends Client<M> {
+  /** Whether this tab holds the connection (always true when sharing is
+   * not available and the client fell back to a connection of its own). */
   readonly isLeader: boolean;
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Packs web/ with `npm pack`, installs the tarball into a fresh copy of this
 # Vite + TypeScript app, type-checks and builds it, and checks the output
-# carries the .wasm. Needs web/pkg (scripts/build-web.sh).
+# carries the .wasm. The ```ts examples of README.md and web/README.md are
+# extracted into the app first, so `tsc` checks them against the typings too.
+# Needs web/pkg (scripts/build-web.sh).
 # Usage: web/consumer-test/run.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +17,8 @@ echo "packed $tarball: $(tar -tzf "$work/$tarball" | tr '\n' ' ')"
 
 mkdir "$work/app"
 cp -r "$here/package.json" "$here/tsconfig.json" "$here/index.html" "$here/src" "$work/app/"
+cp "$here/readme-helpers.d.ts" "$work/app/src/"
+node "$here/extract-readme.mjs" "$work/app/src/readme" "$(dirname "$web")" "$(dirname "$web")/README.md" "$web/README.md"
 cd "$work/app"
 npm install --no-audit --no-fund --loglevel=error
 npm install --no-audit --no-fund --loglevel=error --no-save "$work/$tarball"

@@ -26,7 +26,10 @@ export async function connect(url, options = {}) {
     const { SharedClient } = await import("./shared.js");
     return new SharedClient(key, open, options.lastEventId);
   }
-  return new Client(new TidingsClient(String(url), options));
+  const client = new Client(new TidingsClient(String(url), options));
+  // Sharing asked for but unavailable: this tab holds its own connection.
+  if (options.shared) Object.defineProperty(client, "isLeader", { value: true });
+  return client;
 }
 
 // Open clients, kept reachable like an open EventSource: otherwise the
