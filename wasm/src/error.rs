@@ -19,6 +19,9 @@ pub enum Error {
         /// 401 or 403.
         status: u16,
     },
+    /// The token expired on an open stream (`tidings.expired`) and no token
+    /// hook gave a fresh one. Final.
+    Expired,
     /// The server could not be reached or the stream broke; the client
     /// reconnects.
     Network,
@@ -78,6 +81,14 @@ impl fmt::Display for Error {
                 "topics not allowed for this token (",
                 status_text(*status),
                 "): check its subscribe patterns",
+                "",
+                "",
+                "",
+            ],
+            Self::Expired => [
+                "the token expired and no fresh one came: give a token hook (`getToken`) to stay connected",
+                "",
+                "",
                 "",
                 "",
                 "",

@@ -268,7 +268,7 @@ fn to_js_error(error: &Error) -> JsValue {
     let object = js_sys::Error::new(&error.to_string());
     let kind = match error {
         Error::Http { .. } => "http",
-        Error::Auth { .. } => "auth",
+        Error::Auth { .. } | Error::Expired => "auth",
         Error::Network => "network",
         Error::Decode { .. } => "decode",
         Error::Handler { .. } => "handler",

@@ -280,3 +280,51 @@ async fn a_lost_resume_point_calls_the_gap_handler() {
     until("the gap notice", || *gaps.borrow() == 1).await;
     client.close();
 }
+
+#[wasm_bindgen_test]
+async fn an_expired_token_goes_through_the_hook_and_the_stream_resumes() {
+    let topic = fresh_topic("private");
+    let hook_topic = topic.clone();
+    let calls = Rc::new(RefCell::new(0));
+    let counter = calls.clone();
+    let client = Client::builder(format!("{}/events", proxy()))
+        .topic(&topic)
+        .token(get(&format!("/__token?subscribe={topic}")).await)
+        .reset_backoff_after_ms(0)
+        .token_hook(move || {
+            *counter.borrow_mut() += 1;
+            let topic = hook_topic.clone();
+            async move { Some(get(&format!("/__token?subscribe={topic}")).await) }
+        })
+        .connect()
+        .unwrap();
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let sink = errors.clone();
+    let _errors = client.on_error(move |error| sink.borrow_mut().push(error.clone()));
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let sink = states.clone();
+    let _states = client.on_state(move |state| sink.borrow_mut().push(state));
+    let mut notes = client.stream::<u32>("note");
+    until("open", || client.state() == State::Open).await;
+    let publisher = get(&format!("/__token?publish={topic}")).await;
+    let note = |n: u32| format!(r#"[{{"topic":"{topic}","type":"note","data":{n}}}]"#);
+    publish(&note(1), Some(&publisher)).await;
+    assert_eq!(notes.next().await.unwrap().unwrap().data, 1);
+    states.borrow_mut().clear();
+
+    get(&format!("/__expire?topic={topic}")).await;
+    publish(&note(2), Some(&publisher)).await;
+    assert_eq!(notes.next().await.unwrap().unwrap().data, 2);
+    until("open again", || client.state() == State::Open).await;
+    assert_eq!(*calls.borrow(), 1);
+    assert_eq!(*errors.borrow(), [], "an expired token is not an error");
+    assert_eq!(
+        *states.borrow(),
+        [
+            State::Authenticating,
+            State::Connecting { attempt: 0 },
+            State::Open
+        ]
+    );
+    client.close();
+}

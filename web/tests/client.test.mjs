@@ -233,6 +233,59 @@ for (const transport of ["eventsource", "fetch"]) {
       await finish(page);
     });
 
+    test("an expired token is refreshed through getToken and the stream resumes without loss", { timeout: 60_000 }, async () => {
+      const topic = freshTopic("private");
+      const token = mintToken({ subscribe: [topic] });
+      const page = await connect({ topics: [topic], transport, token, resetAfter: 50 }, ["n", "tidings.expired"], { tokenFor: topic });
+      await waitOpen(page);
+      const publisher = mintToken({ publish: [topic] });
+      const first = await publish(primary.origin, [1, 2].map((n) => ({ topic, type: "n", data: n })), publisher);
+      await waitLog(page, 2);
+      await new Promise((resolve) => setTimeout(resolve, 100)); // longer than resetAfter: a stable stream
+      await page.evaluate(() => (window.states = []));
+
+      proxy.expireStreams(topic);
+      // Published while the client fetches a token: the resume replays them.
+      await publish(primary.origin, [3, 4].map((n) => ({ topic, type: "n", data: n })), publisher);
+      await until(async () => (await read(page, "log")).filter((e) => e.type === "n").length === 4, "4 events");
+      await until(async () => (await stateOf(page)) === "open", "the stream to reopen");
+      await publish(primary.origin, [{ topic, type: "n", data: 5 }], publisher);
+      await until(async () => (await read(page, "log")).filter((e) => e.type === "n").length === 5, "5 events");
+
+      const log = await read(page, "log");
+      assert.deepEqual(log.filter((e) => e.type === "n").map((e) => e.data), [1, 2, 3, 4, 5], "every message once, in order");
+      assert.equal(log.filter((e) => e.type === "tidings.expired").length, 1, "the app may listen to tidings.expired");
+      assert.equal(await read(page, "hookCalls"), 1);
+      assert.deepEqual(await read(page, "errors"), [], "an expired token is not an error");
+      assert.deepEqual(
+        (await read(page, "states")).map((s) => s.kind),
+        ["authenticating", "connecting", "open"],
+        "no backoff wait after a stable stream",
+      );
+      const requests = proxy.requestsFor(topic);
+      assert.equal(requests.length, 2, "one stream, then one resume");
+      assert.equal(proxy.requests.filter((r) => r.probe && r.url.searchParams.getAll("topic").includes(topic)).length, 0, "no status probe");
+      const resumed = requests[1];
+      assert.equal(resumed.url.searchParams.get("lastEventId"), first[1], "resumes after the last id");
+      const sent = transport === "fetch" ? resumed.headers.authorization?.replace(/^Bearer /, "") : resumed.url.searchParams.get("access_token");
+      assert.ok(sent && sent !== token, "the resume carries the fresh token");
+      await finish(page);
+    });
+
+    test("an expired token without getToken closes with an auth error", { timeout: 60_000 }, async () => {
+      const topic = freshTopic("private");
+      const page = await connect({ topics: [topic], transport, token: mintToken({ subscribe: [topic] }) }, ["n"]);
+      await waitOpen(page);
+      proxy.expireStreams(topic);
+      await until(async () => (await stateOf(page)) === "closed", "closed after tidings.expired");
+      const errors = await read(page, "errors");
+      assert.deepEqual(errors.map(({ kind, status }) => ({ kind, status })), [{ kind: "auth", status: null }]);
+      assert.match(errors[0].message, /expired.*getToken/);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(proxy.requestsFor(topic).length, 1, "no reconnect");
+      await finish(page);
+    });
+
     test("204 closes for good, without a retry", { timeout: 60_000 }, async () => {
       const topic = freshTopic();
       proxy.fail(topic, { status: 204 });
@@ -252,6 +305,29 @@ for (const transport of ["eventsource", "fetch"]) {
       await publish(primary.origin, [{ topic, type: "n", data: 1 }]);
       assert.deepEqual((await waitLog(page, 1)).map((e) => e.data), [1], "live events follow the gap");
       await finish(page);
+    });
+
+    test("the id of a tidings.* event is a resume point: a stream cut before any message loses nothing", { timeout: 60_000 }, async () => {
+      for (const control of ["tidings.connected", "tidings.gap"]) {
+        const topic = freshTopic();
+        const [before] = await publish(primary.origin, [{ topic, type: "n", data: "before" }]);
+        // The server's first frame carries an id (protocol v1.1); the proxy
+        // adds one in front of the stream in case this server does not yet.
+        proxy.fail(topic, { prefix: `id: ${before}\nevent: ${control}\ndata: {"lastEventId":null}\n\n` });
+        const page = await connect({ topics: [topic], transport, initialDelay: 20 }, ["n"]);
+        await waitOpen(page);
+        await until(async () => (await page.evaluate(() => window.client.lastEventId)) === before, `the ${control} id as the resume point`);
+        // Cut before the first message; the retry waits (Retry-After) while
+        // a burst is published.
+        proxy.fail(topic, { status: 503, headers: { "retry-after": "1" } });
+        proxy.dropStreams(topic);
+        await publish(primary.origin, [1, 2, 3].map((n) => ({ topic, type: "n", data: n })));
+        const log = await waitLog(page, 3);
+        assert.deepEqual(log.map((e) => e.data), [1, 2, 3], `after ${control}: the burst is replayed`);
+        const resumes = proxy.requestsFor(topic).slice(1).map((r) => r.url.searchParams.get("lastEventId"));
+        assert.ok(resumes.length >= 2 && resumes.every((id) => id === before), `every retry resumes after ${before}: ${resumes}`);
+        await finish(page);
+      }
     });
 
     test("close() stops everything: stream, retries and handlers", { timeout: 60_000 }, async () => {

@@ -13,7 +13,8 @@ use crate::error::Error;
 use crate::reconnect::BackoffConfig;
 use crate::transport::Transport;
 
-/// Returns a fresh token after a 401/403, or `None` to give up.
+/// Returns a fresh token after a 401/403 or when the token expires on an open
+/// stream (`tidings.expired`), or `None` to give up.
 pub type TokenHook = Rc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<String>>>>>;
 
 /// Configures and connects a [`Client`].
@@ -83,7 +84,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Asked for a fresh token after a 401/403; `None` stops the client.
+    /// Asked for a fresh token after a 401/403, and when the token expires on
+    /// an open stream (the client then resumes after its last id, at once
+    /// after a stream that was stable); `None` stops the client.
     pub fn token_hook<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn() -> Fut + 'static,

@@ -16,13 +16,16 @@ use super::handlers::{Handler, HandlerId, Registry};
 use crate::error::Error;
 use crate::event::{Event, RawEvent};
 use crate::reconnect::{
-    BackoffConfig, Decision, Failure, Resume, Session, State, Verdict, subscribe_url,
+    AuthReason, BackoffConfig, Decision, Failure, Resume, Session, State, Verdict, subscribe_url,
 };
 use crate::transport::{ConnectRequest, Connection, Sink, Transport, now_ms};
 
 /// The server's gap notice: the resume point left its history.
 pub(super) const GAP_EVENT: &str = "tidings.gap";
-/// Control events (`tidings.*`) carry no message id of their own.
+/// The server's notice that the token expired; it ends the stream next.
+const EXPIRED_EVENT: &str = "tidings.expired";
+/// The server's own events (`tidings.*`): never dropped as duplicates, and
+/// their id, when they carry one, is a resume point like a message's.
 const CONTROL_PREFIX: &str = "tidings.";
 
 pub(super) struct Config {
@@ -201,14 +204,24 @@ impl Inner {
 
     fn dispatch(&self, event: RawEvent) {
         let control = event.event_type.starts_with(CONTROL_PREFIX);
-        if !control && self.session.borrow_mut().event(event.id.as_deref()) == Verdict::Duplicate {
+        if control {
+            self.session.borrow_mut().control_event(event.id.as_deref());
+        } else if self.session.borrow_mut().event(event.id.as_deref()) == Verdict::Duplicate {
             return;
         }
+        self.deliver(&event);
+        if control && event.event_type == EXPIRED_EVENT {
+            self.expired();
+        }
+    }
+
+    /// Calls the handlers of the event's type.
+    fn deliver(&self, event: &RawEvent) {
         let handlers = self.handlers.borrow().event_handlers(&event.event_type);
         if handlers.is_empty() {
             return;
         }
-        let json = if event.data.is_empty() && control {
+        let json = if event.data.is_empty() && event.event_type.starts_with(CONTROL_PREFIX) {
             Ok(JsValue::NULL)
         } else {
             js_sys::JSON::parse(&event.data).map_err(|thrown| Error::Decode {
@@ -220,7 +233,7 @@ impl Inner {
             })
         };
         for handler in handlers {
-            if let Err(error) = handler(&event, json.as_ref()) {
+            if let Err(error) = handler(event, json.as_ref()) {
                 self.report(&error);
             }
         }
@@ -249,6 +262,29 @@ impl Inner {
         self.act(decision);
     }
 
+    /// `tidings.expired`: the server ends the stream next. Drop it now (no
+    /// error, no probe) and ask the token hook.
+    fn expired(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        retire(self.connection.take());
+        let decision = self.session.borrow_mut().expired(now_ms());
+        self.act(decision);
+    }
+
+    /// The hook gave no token: an expired token ends the client with an
+    /// auth error (a refused one was reported when it was refused).
+    fn give_up(&self) {
+        let reason = self.session.borrow().auth_reason();
+        let decision = self
+            .session
+            .borrow_mut()
+            .reauthenticated(false, &mut jitter);
+        if reason == Some(AuthReason::Expired) {
+            self.report(&Error::Expired);
+        }
+        self.act(decision);
+    }
+
     fn act(&self, decision: Decision) {
         match decision {
             Decision::Reconnect { delay_ms, .. } => {
@@ -264,28 +300,24 @@ impl Inner {
             Decision::Authenticate { .. } => {
                 self.notify_state();
                 let Some(hook) = self.config.token_hook.clone() else {
-                    let decision = self
-                        .session
-                        .borrow_mut()
-                        .reauthenticated(false, &mut jitter);
-                    return self.act(decision);
+                    return self.give_up();
                 };
                 let me = self.me.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     let token = hook().await;
-                    if let Some(inner) = me.upgrade() {
-                        let got_token = token.is_some();
-                        if got_token {
-                            *inner.token.borrow_mut() = token;
-                        }
-                        let decision = inner
-                            .session
-                            .borrow_mut()
-                            .reauthenticated(got_token, &mut jitter);
-                        inner.act(decision);
+                    let Some(inner) = me.upgrade() else { return };
+                    if token.is_none() {
+                        return inner.give_up();
                     }
+                    *inner.token.borrow_mut() = token;
+                    let decision = inner
+                        .session
+                        .borrow_mut()
+                        .reauthenticated(true, &mut jitter);
+                    inner.act(decision);
                 });
             }
+            Decision::ConnectNow => self.connect(),
             Decision::Stop => self.stop(),
         }
     }

@@ -94,10 +94,13 @@ impl Backoff {
 
     /// A connection that opened at `opened_at_ms` ended at `now_ms`: if it
     /// stayed up long enough, the next attempt counts as the first again.
-    pub fn connection_ended(&mut self, opened_at_ms: u64, now_ms: u64) {
-        if now_ms.saturating_sub(opened_at_ms) >= u64::from(self.config.reset_after_ms) {
+    /// Returns whether it did (the connection was stable).
+    pub fn connection_ended(&mut self, opened_at_ms: u64, now_ms: u64) -> bool {
+        let stable = now_ms.saturating_sub(opened_at_ms) >= u64::from(self.config.reset_after_ms);
+        if stable {
             self.attempt = 0;
         }
+        stable
     }
 }
 
@@ -163,9 +166,9 @@ mod tests {
         for _ in 0..4 {
             b.next_delay_ms(&mut || 1.0, 0);
         }
-        b.connection_ended(10_000, 14_999);
+        assert!(!b.connection_ended(10_000, 14_999));
         assert_eq!(b.attempt(), 4, "up 4.999 s is not stable yet");
-        b.connection_ended(10_000, 15_000);
+        assert!(b.connection_ended(10_000, 15_000));
         assert_eq!(b.attempt(), 0);
         assert_eq!(b.next_delay_ms(&mut || 1.0, 0), 100);
     }

@@ -10,5 +10,5 @@ mod url;
 
 pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use resume::{Resume, Verdict};
-pub use session::{Decision, Failure, Session, State};
+pub use session::{AuthReason, Decision, Failure, Session, State};
 pub use url::subscribe_url;

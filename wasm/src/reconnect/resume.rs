@@ -64,6 +64,19 @@ impl Resume {
         Verdict::Deliver
     }
 
+    /// Takes the id of one of the server's own events (`tidings.connected`,
+    /// `tidings.gap`, ...) as the resume point. Such events are never
+    /// dropped: their id may repeat the one the client resumed from.
+    pub fn advance(&mut self, id: Option<&str>) {
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            return;
+        };
+        if !self.recent.iter().any(|seen| seen == id) {
+            self.remember(id);
+        }
+        self.last_event_id = Some(id.into());
+    }
+
     fn remember(&mut self, id: &str) {
         if self.recent.len() == RECENT_IDS {
             self.recent.pop_front();
@@ -104,6 +117,26 @@ mod tests {
             [Verdict::Duplicate, Verdict::Duplicate, Verdict::Deliver]
         );
         assert_eq!(r.last_event_id(), Some("4"));
+    }
+
+    #[test]
+    fn control_event_ids_move_the_resume_point_without_dropping_anything() {
+        let mut r = Resume::starting_after(Some("5".into()));
+        // `tidings.connected` repeating the resume id: still the resume point.
+        r.advance(Some("5"));
+        assert_eq!(r.last_event_id(), Some("5"));
+        // A fresh stream's first frame: its id is where to resume from.
+        let mut fresh = Resume::default();
+        fresh.advance(Some("e1-10"));
+        assert_eq!(fresh.last_event_id(), Some("e1-10"));
+        fresh.advance(None);
+        fresh.advance(Some(""));
+        assert_eq!(fresh.last_event_id(), Some("e1-10"));
+        assert_eq!(fresh.accept(Some("e1-11")), Verdict::Deliver);
+        // `tidings.gap` names a new position: later resumes start there.
+        fresh.advance(Some("e2-3"));
+        assert_eq!(fresh.last_event_id(), Some("e2-3"));
+        assert_eq!(fresh.recent.len(), 3);
     }
 
     #[test]

@@ -86,7 +86,13 @@ impl EventSourceConnection {
         let source = &connection.source;
         source.set_onopen(Some(connection.on_open.as_ref().unchecked_ref()));
         source.set_onerror(Some(connection.on_error.as_ref().unchecked_ref()));
-        for builtin in ["message", "tidings.connected", "tidings.gap"] {
+        // The server's own events always: their ids are resume points.
+        for builtin in [
+            "message",
+            "tidings.connected",
+            "tidings.gap",
+            "tidings.expired",
+        ] {
             connection.listen(builtin);
         }
         for event_type in event_types {

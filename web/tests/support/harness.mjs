@@ -126,11 +126,20 @@ export async function startProxy(upstream) {
     },
     /** Streams open through the proxy right now for `topic`. */
     openStreams(topic) {
-      return [...open.values()].filter((url) => url.searchParams.getAll("topic").includes(topic)).length;
+      return [...open.values()].filter(({ url }) => url.searchParams.getAll("topic").includes(topic)).length;
     },
     /** Cuts the open streams for `topic` (a network blip; the server stays up). */
     dropStreams(topic) {
-      for (const [res, url] of open) if (url.searchParams.getAll("topic").includes(topic)) res.destroy();
+      for (const [res, { url }] of open) if (url.searchParams.getAll("topic").includes(topic)) res.destroy();
+    },
+    /** Ends the open streams for `topic` the way tidings-server does when a
+     * token expires: an event `tidings.expired` (no `id:`), then the end. */
+    expireStreams(topic) {
+      for (const [res, { url, up }] of open) {
+        if (!url.searchParams.getAll("topic").includes(topic)) continue;
+        up?.unpipe(res);
+        res.end('event: tidings.expired\ndata: {"reason":"token expired"}\n\n');
+      }
     },
     /** `/events` requests for `topic` (not counting the client's status probes). */
     requestsFor(topic) {
@@ -156,6 +165,11 @@ export async function startProxy(upstream) {
     }
     if (url.pathname === "/__open") {
       res.writeHead(200, { "content-type": "text/plain" }).end(String(proxy.openStreams(url.searchParams.get("topic"))));
+      return;
+    }
+    if (url.pathname === "/__expire") {
+      proxy.expireStreams(url.searchParams.get("topic"));
+      res.writeHead(200, { "content-type": "text/plain" }).end("expired");
       return;
     }
     if (url.pathname === "/") {
@@ -197,6 +211,7 @@ export async function startProxy(upstream) {
     const forward = http.request(upstreamUrl, { method: req.method, headers: { ...req.headers, host: upstreamUrl.host } }, (up) => {
       res.writeHead(up.statusCode, up.headers);
       if (fault?.prefix && up.statusCode === 200) res.write(fault.prefix);
+      if (open.has(res)) open.get(res).up = up;
       up.pipe(res);
       up.on("error", () => res.destroy());
       up.on("aborted", () => res.destroy());
@@ -207,7 +222,7 @@ export async function startProxy(upstream) {
       else res.destroy();
     });
     if (url.pathname === "/events") {
-      open.set(res, url);
+      open.set(res, { url, up: null });
       res.on("close", () => {
         open.delete(res);
         forward.destroy();
