@@ -13,23 +13,19 @@ export function initTidings(wasm) {
 
 /** Opens a stream for `options.topics` at `url` (the server's `/events`).
  * With `shared: true`, tabs of this origin asking for the same URL, topics
- * and transport share one connection. */
+ * and transport with the same credentials share one connection. */
 export async function connect(url, options = {}) {
   await initTidings(options.wasm);
-  if (options.shared && typeof navigator !== "undefined" && navigator.locks && typeof BroadcastChannel !== "undefined") {
-    const href = new URL(String(url), globalThis.location?.href).href;
-    const topics = [].concat(options.topics ?? []).sort().join(",");
-    const key = `tidings:${options.transport ?? "eventsource"}:${href}|${topics}`;
-    const open = (lastEventId) =>
-      new Client(new TidingsClient(String(url), { ...options, lastEventId: lastEventId ?? options.lastEventId }));
+  const open = (options) => new Client(new TidingsClient(String(url), options));
+  if (options.shared) {
     // Loaded only by apps that share: bundlers split it into its own chunk.
-    const { SharedClient } = await import("./shared.js");
-    return new SharedClient(key, open, options.lastEventId);
+    const { SharedClient, canShare } = await import("./shared.js");
+    if (canShare()) return new SharedClient(url, options, open);
+    // Unavailable here (no Web Locks, BroadcastChannel or crypto.subtle,
+    // which needs a secure context): this tab holds its own connection.
+    return Object.defineProperty(open(options), "isLeader", { value: true });
   }
-  const client = new Client(new TidingsClient(String(url), options));
-  // Sharing asked for but unavailable: this tab holds its own connection.
-  if (options.shared) Object.defineProperty(client, "isLeader", { value: true });
-  return client;
+  return open(options);
 }
 
 // Open clients, kept reachable like an open EventSource: otherwise the

@@ -79,9 +79,10 @@ export async function startServer({ redisUrl } = {}) {
   return { origin, pid: child.pid, stop: () => stopProcess(child) };
 }
 
-/** A signed token from `tidings-server token`. */
-export function mintToken({ subscribe = [], publish = [], ttl = "1h" } = {}) {
+/** A signed token from `tidings-server token` (`sub`: the subject claim). */
+export function mintToken({ subscribe = [], publish = [], ttl = "1h", sub } = {}) {
   const args = ["token", "--ttl", ttl];
+  if (sub) args.push("--sub", sub);
   for (const p of subscribe) args.push("--subscribe", p);
   for (const p of publish) args.push("--publish", p);
   return execFileSync(serverBin, args, { env: { ...process.env, TIDINGS_JWT_SECRET: jwtSecret } })
@@ -103,7 +104,8 @@ const types = { ".js": "text/javascript", ".wasm": "application/wasm", ".html": 
 const page = `<!doctype html><meta charset="utf-8"><title>tidings tests</title>
 <script type="module">
   window.tidings = await import("/src/index.js");
-  window.mintToken = (subscribe) => fetch("/__token?subscribe=" + encodeURIComponent(subscribe)).then((r) => r.text());
+  window.mintToken = (subscribe, sub) =>
+    fetch("/__token?subscribe=" + encodeURIComponent(subscribe) + (sub ? "&sub=" + encodeURIComponent(sub) : "")).then((r) => r.text());
   window.loaded = true;
 </script>`;
 
@@ -132,11 +134,12 @@ export async function startProxy(upstream) {
     dropStreams(topic) {
       for (const [res, { url }] of open) if (url.searchParams.getAll("topic").includes(topic)) res.destroy();
     },
-    /** Ends the open streams for `topic` the way tidings-server does when a
-     * token expires: an event `tidings.expired` (no `id:`), then the end. */
-    expireStreams(topic) {
-      for (const [res, { url, up }] of open) {
-        if (!url.searchParams.getAll("topic").includes(topic)) continue;
+    /** Ends the open streams for `topic` (those `which({url, headers})`
+     * picks) the way tidings-server does when a token expires: an event
+     * `tidings.expired` (no `id:`), then the end. */
+    expireStreams(topic, which = () => true) {
+      for (const [res, { url, up, headers }] of open) {
+        if (!url.searchParams.getAll("topic").includes(topic) || !which({ url, headers })) continue;
         up?.unpipe(res);
         res.end('event: tidings.expired\ndata: {"reason":"token expired"}\n\n');
       }
@@ -179,7 +182,8 @@ export async function startProxy(upstream) {
     if (url.pathname === "/__token") {
       const subscribe = url.searchParams.getAll("subscribe");
       const publish = url.searchParams.getAll("publish");
-      res.writeHead(200, { "content-type": "text/plain" }).end(mintToken({ subscribe, publish }));
+      const sub = url.searchParams.get("sub") ?? undefined;
+      res.writeHead(200, { "content-type": "text/plain" }).end(mintToken({ subscribe, publish, sub }));
       return;
     }
     if (url.pathname.startsWith("/src/") || url.pathname.startsWith("/pkg/")) {
@@ -222,7 +226,7 @@ export async function startProxy(upstream) {
       else res.destroy();
     });
     if (url.pathname === "/events") {
-      open.set(res, { url, up: null });
+      open.set(res, { url, headers: req.headers, up: null });
       res.on("close", () => {
         open.delete(res);
         forward.destroy();
