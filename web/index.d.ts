@@ -12,7 +12,7 @@ export type TidingsEvents = {
   "tidings.connected": { connectionId: string; topics: string[] };
   /** Events were lost (the resume point left the server's history, or
    * continuity could not be proven): reload your state. */
-  "tidings.gap": { lastEventId: string | null };
+  "tidings.gap": { lastEventId: string | null; reason?: string };
   /** The token expired; the client calls `getToken` and resumes by itself. */
   "tidings.expired": unknown;
 };

@@ -14,7 +14,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const webRoot = path.resolve(here, "../..");
 const repoRoot = path.resolve(webRoot, "..");
 export const serverBin = process.env.TIDINGS_SERVER_BIN ?? path.join(repoRoot, "target/debug/tidings-server");
-export const jwtSecret = "browser-tests-secret";
+// 32 bytes or more: HS256 secrets shorter than that are refused.
+export const jwtSecret = "browser-tests-secret-of-at-least-32-bytes";
 
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -55,9 +56,9 @@ export async function startRedis() {
   return { url: `redis://127.0.0.1:${port}`, stop: () => stopProcess(child) };
 }
 
-/** One tidings-server process; `stop()` kills it (SIGKILL: a crash). */
-export async function startServer({ redisUrl } = {}) {
-  const args = ["--listen", "127.0.0.1:0", "--jwt-secret", jwtSecret, "--public", "demo:>", "--retry-ms", "100"];
+/** One tidings-server process (`args`: more flags); `stop()` kills it (SIGKILL: a crash). */
+export async function startServer({ redisUrl, args: extra = [] } = {}) {
+  const args = ["--listen", "127.0.0.1:0", "--jwt-secret", jwtSecret, "--public", "demo:>", "--retry-ms", "100", ...extra];
   if (redisUrl) args.push("--redis", redisUrl);
   const child = spawn(serverBin, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   const origin = await new Promise((resolve, reject) => {
