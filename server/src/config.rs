@@ -127,6 +127,35 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
+    /// Most open TCP connections of any kind (streams, publishes, idle
+    /// keep-alive). Over it new connections get 503 and are closed, or are
+    /// closed at accept once a small reserve for those answers is used up.
+    /// Default: `--max-connections` + 1024, lowered to fit the process's
+    /// open-file limit.
+    #[arg(long, env = "TIDINGS_MAX_TCP_CONNECTIONS")]
+    pub max_tcp_connections: Option<usize>,
+
+    /// Most open TCP connections from one client IP (429 above). Default:
+    /// twice `--max-connections-per-ip`. Not applied with
+    /// `--trust-forwarded-for` (every connection then comes from the proxy).
+    #[arg(long, env = "TIDINGS_MAX_TCP_CONNECTIONS_PER_IP")]
+    pub max_tcp_connections_per_ip: Option<usize>,
+
+    /// Longest time to receive a request's headers once they have started
+    /// (408 and close above; slowloris).
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Longest time to receive a whole request body, counted from the end of
+    /// its headers (408 and close above).
+    #[arg(long, env = "TIDINGS_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// A connection with no request in progress (idle keep-alive, or a new
+    /// connection that sends nothing) is closed after this long.
+    #[arg(long, env = "TIDINGS_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+
     /// Messages queued for one subscriber before it counts as too slow and
     /// its stream is closed (it resumes from history).
     #[arg(long, env = "TIDINGS_QUEUE", default_value_t = 1024)]

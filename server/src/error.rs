@@ -78,6 +78,32 @@ pub enum ApiError {
     /// The server cannot accept the request now (503, `unavailable`).
     #[error("{0}")]
     Unavailable(String),
+    /// Headers or body not received in time (408, `request_timeout`).
+    #[error("the request {part} did not arrive within {secs} s; send requests whole and at once")]
+    RequestTimeout {
+        /// `headers` or `body`.
+        part: &'static str,
+        /// The limit in seconds (rounded up).
+        secs: u64,
+    },
+    /// Request target over the parser's limit (414, `uri_too_long`).
+    #[error("the URL is too long; send fewer or shorter topics, or the token in a header")]
+    UriTooLong,
+    /// Request headers over the parser's limits (431, `headers_too_large`).
+    #[error("the request headers are too large or too many; send fewer or smaller headers")]
+    HeadersTooLarge,
+    /// Too many TCP connections from this client address (429, `too_many_connections`).
+    #[error("too many open connections from your address (limit {limit}); retry later")]
+    TooManySocketsFromIp {
+        /// The per-address limit.
+        limit: usize,
+    },
+    /// Too many TCP connections in total (503, `server_full`).
+    #[error("the server has reached its connection limit ({limit}); retry later")]
+    TooManySockets {
+        /// The global limit.
+        limit: usize,
+    },
 }
 
 impl ApiError {
@@ -107,8 +133,15 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyFromIp { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ServerFull { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyFromIp { .. } | Self::TooManySocketsFromIp { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::ServerFull { .. } | Self::Unavailable(_) | Self::TooManySockets { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -128,6 +161,11 @@ impl ApiError {
             Self::TooManyFromIp { .. } => "too_many_connections",
             Self::ServerFull { .. } => "server_full",
             Self::Unavailable(_) => "unavailable",
+            Self::RequestTimeout { .. } => "request_timeout",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::TooManySocketsFromIp { .. } => "too_many_connections",
+            Self::TooManySockets { .. } => "server_full",
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod backend;
 pub mod config;
+mod conn;
 pub mod error;
 pub mod http;
 pub mod limits;

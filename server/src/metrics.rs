@@ -58,6 +58,11 @@ pub struct Metrics {
     pub delivered: AtomicU64,
     /// Requests refused with an error, total.
     pub rejected: AtomicU64,
+    /// Open TCP connections being served (any kind).
+    pub tcp_connections: AtomicI64,
+    /// TCP connections refused over the caps (answered 429/503, or closed
+    /// at accept).
+    pub tcp_refused: AtomicU64,
     drops: [AtomicU64; 4],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
@@ -115,6 +120,11 @@ impl Metrics {
             self.streams.load(Relaxed),
         );
         gauge(
+            "tidings_tcp_connections",
+            "Open TCP connections being served (streams, requests, idle keep-alive).",
+            self.tcp_connections.load(Relaxed),
+        );
+        gauge(
             "tidings_subscriptions",
             "Topics and patterns subscribed by open streams.",
             self.patterns.load(Relaxed),
@@ -139,6 +149,11 @@ impl Metrics {
             "tidings_requests_rejected_total",
             "Requests answered with an error.",
             self.rejected.load(Relaxed),
+        );
+        counter(
+            "tidings_tcp_refused_total",
+            "TCP connections refused over the connection caps.",
+            self.tcp_refused.load(Relaxed),
         );
         let _ = writeln!(
             out,

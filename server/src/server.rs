@@ -2,7 +2,6 @@
 //! and graceful shutdown.
 
 use std::{
-    convert::Infallible,
     io,
     net::SocketAddr,
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -21,7 +20,6 @@ use tidings_core::{
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 use crate::{
     auth::{Access, Authenticator, KeyError, Keys},
@@ -29,8 +27,9 @@ use crate::{
         Backend, Fanout, MemoryBackend, RedisBackend, RedisSettings, RedisStartError, unix_millis,
     },
     config::ServeArgs,
+    conn::{self, ConnSettings, GuardedIo, HeadTimeouts},
     http::{AppState, Settings, cors_layer, router},
-    limits::ConnectionLimiter,
+    limits::{Admission, ConnectionLimiter, SocketLimiter, fit_to_open_files},
     metrics::Metrics,
     stream::{ConnectionInfo, IoState, WatchedIo},
 };
@@ -101,6 +100,7 @@ pub struct RunningServer {
     stop: CancellationToken,
     task: JoinHandle<()>,
     state: Arc<AppState>,
+    sockets: SocketLimiter,
     generated_secret: Option<String>,
 }
 
@@ -123,6 +123,12 @@ impl RunningServer {
     /// Streams the watchdog looks after now (open streams).
     pub fn open_streams(&self) -> usize {
         self.state.watchdog.len()
+    }
+
+    /// TCP connections open now, of every kind (streams, requests, idle
+    /// keep-alive, refusals in progress).
+    pub fn open_tcp_connections(&self) -> usize {
+        self.sockets.open()
     }
 
     /// Starts a graceful shutdown without waiting for it.
@@ -235,11 +241,23 @@ pub async fn start_with_backend(
         addr: args.listen,
         source,
     })?;
+    let sockets = socket_limiter(&args);
+    let settings = ConnSettings {
+        head: HeadTimeouts {
+            header: args.header_timeout,
+            keepalive: args.keepalive_timeout,
+        },
+        body: args.body_timeout,
+    };
     let stop = CancellationToken::new();
     let task = tokio::spawn(serve(
         listener,
         app,
         state.clone(),
+        Accept {
+            sockets: sockets.clone(),
+            settings,
+        },
         stop.clone(),
         args.shutdown_timeout,
     ));
@@ -248,8 +266,30 @@ pub async fn start_with_backend(
         stop,
         task,
         state,
+        sockets,
         generated_secret,
     })
+}
+
+/// The TCP connection caps of `args`: `--max-tcp-connections` (default
+/// `--max-connections` + 1024, fitted to the open-file limit) and
+/// `--max-tcp-connections-per-ip` (default twice `--max-connections-per-ip`;
+/// none behind a trusted proxy, where every peer is the proxy).
+fn socket_limiter(args: &ServeArgs) -> SocketLimiter {
+    let total = args
+        .max_tcp_connections
+        .unwrap_or(args.max_connections.saturating_add(1024));
+    let per_ip = (!args.trust_forwarded_for).then(|| {
+        args.max_tcp_connections_per_ip
+            .unwrap_or(args.max_connections_per_ip.saturating_mul(2))
+    });
+    SocketLimiter::new(fit_to_open_files(total.max(1)), per_ip)
+}
+
+/// What the accept loop applies to each connection.
+struct Accept {
+    sockets: SocketLimiter,
+    settings: ConnSettings,
 }
 
 /// Accepts connections until `stop`, then shuts down gracefully.
@@ -257,14 +297,22 @@ async fn serve(
     listener: TcpListener,
     app: Router,
     state: Arc<AppState>,
+    accept: Accept,
     stop: CancellationToken,
     shutdown_timeout: Duration,
 ) {
     let watchdog_stop = CancellationToken::new();
     tokio::spawn(state.watchdog.clone().run(watchdog_stop.clone()));
     let graceful = GracefulShutdown::new();
+    let settings = accept.settings;
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new());
+    builder.max_header_size(conn::MAX_HEAD_BYTES);
+    // The guard below closes idle connections and answers slow heads; hyper's
+    // own head timer (which closes without an answer) is only a backstop.
+    builder.header_read_timeout(
+        settings.head.keepalive + settings.head.header + Duration::from_secs(1),
+    );
 
     loop {
         let (tcp, peer) = tokio::select! {
@@ -279,19 +327,40 @@ async fn serve(
                 }
             },
         };
+        let permit = match accept.sockets.admit(peer.ip()) {
+            Admission::Serve(permit) => permit,
+            Admission::Refuse(permit, error) => {
+                state.metrics.tcp_refused.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, code = error.code(), "refused a connection over the TCP caps");
+                let wait = settings.head.header.min(settings.head.keepalive);
+                tokio::spawn(async move {
+                    conn::refuse(tcp, error, wait).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            Admission::Close => {
+                state.metrics.tcp_refused.fetch_add(1, Relaxed);
+                tracing::debug!(%peer, "closed a connection at accept: over the TCP caps and their reserve");
+                drop(tcp);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let io_state = Arc::new(IoState::default());
         let info = ConnectionInfo::new(peer, io_state.clone());
         let app = app.clone();
-        let service = service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(info.clone());
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
+        let service = service_fn(move |request: Request<Incoming>| {
+            conn::handle(&app, &info, settings.body, request)
         });
+        let io = GuardedIo::new(tcp, io_state.clone(), settings.head, None);
         let connection =
-            builder.serve_connection(TokioIo::new(WatchedIo::new(tcp, io_state.clone())), service);
+            builder.serve_connection(TokioIo::new(WatchedIo::new(io, io_state.clone())), service);
         let connection = graceful.watch(connection);
+        let metrics = state.metrics.clone();
+        metrics.tcp_connections.fetch_add(1, Relaxed);
         tokio::spawn(async move {
+            let _permit = permit;
             tokio::select! {
                 result = connection => {
                     if let Err(e) = result {
@@ -302,6 +371,7 @@ async fn serve(
                     tracing::info!(%peer, "closed a connection that stopped reading");
                 }
             }
+            metrics.tcp_connections.fetch_sub(1, Relaxed);
         });
     }
 

@@ -12,7 +12,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, OnceLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
     task::{Context, Poll},
     time::Instant,
@@ -27,7 +27,8 @@ pub(crate) fn monotonic_millis() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Write progress and the kill switch of one TCP connection.
+/// Write progress, request accounting and the kill switch of one TCP
+/// connection.
 #[derive(Debug, Default)]
 pub(crate) struct IoState {
     /// [`monotonic_millis`] when a write first returned `Pending`; 0 while
@@ -35,6 +36,14 @@ pub(crate) struct IoState {
     blocked_since: AtomicU64,
     /// Cancelled to close the connection.
     pub(crate) kill: CancellationToken,
+    /// Requests handed to the application so far.
+    pub(crate) requests: AtomicU64,
+    /// Requests whose response has not ended yet.
+    pub(crate) in_flight: AtomicUsize,
+    /// Set when the connection closes after refusing a request whose bytes
+    /// may still be arriving: read and discard them for a moment before
+    /// closing, so the client reads the answer instead of a reset.
+    pub(crate) linger: AtomicBool,
 }
 
 impl IoState {

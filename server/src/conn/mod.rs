@@ -1,0 +1,91 @@
+//! The connection layer between the accept loop and the application:
+//! timeouts for idle connections, request heads and request bodies, the
+//! refusals of the TCP connection caps, and the contract's JSON body for
+//! the HTTP parser's own rejections.
+//!
+//! | what | where | answer |
+//! | --- | --- | --- |
+//! | idle connection (keep-alive, or silent after connect) | [`guard`] | closed quietly after `--keepalive-timeout` |
+//! | request head started but not finished | [`guard`] | `408` + close after `--header-timeout` |
+//! | request body not received whole | [`body`] + [`handle`] | `408` + close after `--body-timeout` |
+//! | malformed request, URL or headers too large | hyper's parser, rewritten in [`guard`] | `400` / `414` / `431` + close |
+//! | over the TCP caps | [`crate::limits::SocketLimiter`] + [`reject::refuse`] | `429` / `503` + close, or closed at accept |
+
+mod body;
+mod guard;
+mod reject;
+
+use std::{convert::Infallible, future::Future, sync::atomic::Ordering::Relaxed, time::Duration};
+
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderValue, Version, header},
+    response::{IntoResponse, Response},
+};
+use hyper::body::Incoming;
+use tower::ServiceExt;
+
+use self::body::{InFlight, RequestBody};
+pub(crate) use self::{
+    body::TrackedBody,
+    guard::{GuardedIo, HeadTimeouts},
+    reject::refuse,
+};
+use crate::{error::ApiError, stream::ConnectionInfo};
+
+/// Largest request head (request line and headers) in bytes; larger heads
+/// get `431` (and more than 100 header lines too). Fits a URL of hyper's
+/// maximum (64 KiB, `414` above) and bounds what a slow head can hold.
+pub(crate) const MAX_HEAD_BYTES: usize = 96 * 1024;
+
+/// The connection layer's timeouts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSettings {
+    /// Head and idle timeouts (HTTP/1).
+    pub head: HeadTimeouts,
+    /// Longest time for a whole request body.
+    pub body: Duration,
+}
+
+/// Serves one request of a connection (the body of its hyper service):
+/// hands it to `app` with the connection's [`ConnectionInfo`], counts it in
+/// progress until its response ends, and answers `408` when the body
+/// misses its deadline.
+pub(crate) fn handle(
+    app: &Router,
+    info: &ConnectionInfo,
+    body_timeout: Duration,
+    mut request: Request<Incoming>,
+) -> impl Future<Output = Result<Response<TrackedBody<axum::body::Body>>, Infallible>> + Send + use<>
+{
+    // Counted at once, before the future first runs: the connection's
+    // guard must see the request as started.
+    let in_flight = InFlight::start(&info.io);
+    request.extensions_mut().insert(info.clone());
+    let version = request.version();
+    let (parts, body) = request.into_parts();
+    let (body, expired) = RequestBody::new(body, body_timeout);
+    let request = Request::from_parts(parts, body);
+    let app = app.clone();
+    async move {
+        let mut response = app.oneshot(request).await.unwrap_or_else(|e| match e {});
+        if expired.is_some_and(|expired| expired.load(Relaxed)) {
+            tracing::info!("a request body did not arrive in time: 408");
+            response = ApiError::RequestTimeout {
+                part: "body",
+                secs: body_timeout.as_secs_f64().ceil() as u64,
+            }
+            .into_response();
+            if version < Version::HTTP_2 {
+                // The rest of the body may still be coming: close, and let
+                // it in for a moment so the client reads the 408.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                in_flight.io().linger.store(true, Relaxed);
+            }
+        }
+        Ok(response.map(|body| TrackedBody::new(body, in_flight)))
+    }
+}
