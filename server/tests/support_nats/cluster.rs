@@ -39,13 +39,30 @@ pub fn nats_server_bin() -> PathBuf {
     on_path.unwrap_or_else(|| "/usr/sbin/nats-server".into())
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 outside the kernel's ephemeral range.
+///
+/// A node's ports must stay usable across kill and restart. A port from
+/// the ephemeral range (what binding port 0 gives) can meanwhile be taken
+/// as the source port of an outgoing connection, even by another node
+/// reconnecting to that very port (a TCP self-connect), and the restarted
+/// node then dies with "address already in use". Ports below the range are
+/// only ever taken by listeners.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 12_000 {
+        (10_000, low)
+    } else {
+        (low, 65_000)
+    };
+    loop {
+        let port = rand::random_range(from..to);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A name no other test run uses (for streams, clusters, directories).
