@@ -13,6 +13,7 @@
 
 mod fanout;
 mod memory;
+pub mod nats;
 pub mod redis;
 
 use std::{future::Future, pin::Pin, sync::Arc};
