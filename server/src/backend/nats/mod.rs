@@ -19,12 +19,16 @@
 //! - [`Stream::next_matching`] and [`Stream::head`]: replay and chain repair
 //!   with direct gets; the head also tells whether the stream has quorum.
 
+mod args;
 mod entry;
+mod kv;
 mod live;
 mod stream;
 mod subject;
 
+pub use args::{NatsArgs, NatsArgsError};
 pub use entry::{Publication, StreamEntry};
+pub use kv::open_bucket;
 pub use live::{Live, LiveEvent, minimal_cover};
 pub use stream::{ConnectionEvent, NatsPublishError, Published, Stream, StreamHead};
 pub use subject::{BadPrefix, Subjects};

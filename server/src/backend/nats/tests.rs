@@ -308,3 +308,20 @@ async fn live_entries_come_by_interest_with_their_per_subject_chain() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_bucket_is_created_once_and_shared() {
+    let cluster = start().await;
+    let stream = open(&NatsSettings::new(&cluster.urls())).await;
+    let a = open_bucket(&stream, "presence", 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    a.put("room.1.conn-a", "{}".into()).await.unwrap();
+    let b = open_bucket(&stream, "presence", 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get("room.1.conn-a").await.unwrap().as_deref(),
+        Some(&b"{}"[..])
+    );
+}
