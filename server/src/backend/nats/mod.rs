@@ -21,6 +21,7 @@
 
 mod args;
 mod entry;
+mod health;
 mod kv;
 mod live;
 mod stream;
@@ -28,6 +29,7 @@ mod subject;
 
 pub use args::{NatsArgs, NatsArgsError};
 pub use entry::{Publication, StreamEntry};
+pub use health::{NatsHealth, run_probe};
 pub use kv::open_bucket;
 pub use live::{Live, LiveEvent, minimal_cover};
 pub use stream::{ConnectionEvent, NatsPublishError, Published, Stream, StreamHead};

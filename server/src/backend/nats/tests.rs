@@ -155,6 +155,25 @@ async fn quorum_loss_is_a_clear_not_taken_and_recreating_changes_the_epoch() {
         head.as_ref().map_or(true, |h| !h.has_quorum()),
         "no quorum may not look like quorum: {head:?}"
     );
+    // The readiness probe says so too.
+    let health = std::sync::Arc::new(NatsHealth::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probe = tokio::spawn(run_probe(
+        stream.clone(),
+        health.clone(),
+        Duration::from_millis(500),
+        stop.clone(),
+    ));
+    let mut saw_down = None;
+    for _ in 0..100 {
+        if let Err(why) = health.check() {
+            saw_down = Some(why);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let why = saw_down.expect("the probe reports the lost quorum");
+    assert!(!why.contains("127.0.0.1"), "no internal address: {why}");
 
     cluster.restart(1);
     cluster.restart(2);
@@ -170,6 +189,24 @@ async fn quorum_loss_is_a_clear_not_taken_and_recreating_changes_the_epoch() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let acked = acked.expect("publishes resume");
+    let mut ready = false;
+    for _ in 0..300 {
+        if health.check().is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "ready again once quorum returned: {:?}",
+        health.check()
+    );
+    let mut metrics = String::new();
+    health.render(&mut metrics);
+    assert!(metrics.contains("tidings_nats_up 1"), "{metrics}");
+    stop.cancel();
+    probe.await.unwrap();
     assert_eq!(acked.len(), 1);
     // Exactly one "2" is stored, whatever the failed attempt did.
     let filter = stream.subjects().stored_filter(&Pattern::new("a").unwrap());
