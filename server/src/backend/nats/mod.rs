@@ -32,7 +32,7 @@ pub use entry::{Publication, StreamEntry};
 pub use health::{NatsHealth, run_probe};
 pub use kv::open_bucket;
 pub use live::{Live, LiveEvent, minimal_cover};
-pub use stream::{ConnectionEvent, NatsPublishError, Published, Stream, StreamHead};
+pub use stream::{ConnectionEvent, NatsPublishError, Published, Replay, Stream, StreamHead};
 pub use subject::{BadPrefix, Subjects};
 
 use std::{path::PathBuf, time::Duration};

@@ -55,6 +55,15 @@ impl StreamHead {
     }
 }
 
+/// What [`Stream::replay`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// In stream order, each once.
+    pub entries: Vec<StreamEntry>,
+    /// The limit cut the list: more messages match.
+    pub truncated: bool,
+}
+
 /// A publish the stream did not acknowledge (answered with 503).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -319,6 +328,50 @@ impl Stream {
                 Err(e) => return Err(e.to_string()),
             }
         }
+    }
+
+    /// Every stored message a pattern of `patterns` matches with a sequence
+    /// in `after + 1 ..= up_to`, in stream order, each once (patterns may
+    /// overlap), at most `limit` of them; `truncated` when the limit cut the
+    /// list. For resumes (from the resume id to the head read once the live
+    /// subscription is in place) and for rescans after a reconnect or a
+    /// leader change. One direct get per message and per pattern at the end.
+    pub async fn replay(
+        &self,
+        patterns: &[tidings_core::topic::Pattern],
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Replay, String> {
+        let mut entries: Vec<StreamEntry> = Vec::new();
+        let mut truncated = false;
+        for pattern in super::minimal_cover(patterns) {
+            let filter = self.subjects.stored_filter(&pattern);
+            let mut from = after.saturating_add(1);
+            let mut taken = 0;
+            while from <= up_to {
+                let Some(entry) = self.next_matching(&filter, from).await? else {
+                    break;
+                };
+                if entry.seq > up_to {
+                    break;
+                }
+                if taken == limit {
+                    truncated = true;
+                    break;
+                }
+                from = entry.seq + 1;
+                taken += 1;
+                entries.push(entry);
+            }
+        }
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        if entries.len() > limit {
+            entries.truncate(limit);
+            truncated = true;
+        }
+        Ok(Replay { entries, truncated })
     }
 
     /// The stream's first and last sequence, leader and replicas.

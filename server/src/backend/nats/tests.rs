@@ -97,6 +97,43 @@ async fn publish_fetch_dedupe_and_an_existing_stream_is_checked() {
     assert_eq!(next.seq, 3);
     assert_eq!(stream.next_matching(&filter, 4).await.unwrap(), None);
 
+    // Replay of overlapping patterns: stream order, each message once.
+    let more = stream
+        .publish(
+            &[
+                publication("room:1", "4", None),
+                publication("order:v1.2:a", "5", None),
+                publication("room:2", "6", None),
+            ],
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        more.iter().map(|p| p.seq).collect::<Vec<_>>(),
+        vec![4, 5, 6]
+    );
+    let patterns = [
+        Pattern::new("order:>").unwrap(),
+        Pattern::new("order:v1.2:a").unwrap(),
+        Pattern::new("room:1").unwrap(),
+    ];
+    let replay = stream.replay(&patterns, 1, 6, 100).await.unwrap();
+    let seqs: Vec<u64> = replay.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5]);
+    assert!(!replay.truncated);
+    let upto = stream.replay(&patterns, 0, 3, 100).await.unwrap();
+    assert_eq!(
+        upto.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let cut = stream.replay(&patterns, 0, 6, 2).await.unwrap();
+    assert_eq!(
+        cut.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(cut.truncated);
+
     // A second instance opens the same stream and sees the same epoch.
     let other = open(&settings).await;
     assert_eq!(other.epoch(), stream.epoch());
