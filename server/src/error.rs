@@ -11,6 +11,11 @@ use crate::auth::AuthError;
 /// Seconds a client is asked to wait after a connection limit (`Retry-After`).
 pub const RETRY_AFTER_SECS: u64 = 5;
 
+/// What clients are told when the message engine (Redis in cluster mode)
+/// fails. The detail names internal addresses and OS errors: it goes to
+/// the log only.
+pub const ENGINE_UNAVAILABLE: &str = "the message engine is unavailable; retry later";
+
 /// An error answered before a stream starts or instead of a publish result.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -117,6 +122,20 @@ impl ApiError {
             topic: shown,
             reason: reason.to_string(),
         }
+    }
+
+    /// A 503 for a failure of the message engine: the client gets
+    /// `"{during}: "` + [`ENGINE_UNAVAILABLE`], the log (at warn) the detail.
+    ///
+    /// ```
+    /// use tidings_server::error::ApiError;
+    ///
+    /// let e = ApiError::engine_unavailable("cannot subscribe now", "Redis (10.0.0.7:6379) unavailable");
+    /// assert_eq!(e.to_string(), "cannot subscribe now: the message engine is unavailable; retry later");
+    /// ```
+    pub fn engine_unavailable(during: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "{during}: the message engine is unavailable");
+        Self::Unavailable(format!("{during}: {ENGINE_UNAVAILABLE}"))
     }
 
     /// The HTTP status.

@@ -119,7 +119,7 @@ pub(super) async fn subscribe(
         .backend
         .subscribe(patterns, resume, connection)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::engine_unavailable("cannot subscribe now", e))?;
 
     let mut preface = Vec::with_capacity(256);
     encode_retry(settings.retry_ms, &mut preface);

@@ -1,6 +1,9 @@
 //! `GET /healthz` and `GET /metrics`.
 
-use std::{fmt::Write as _, sync::Arc, sync::atomic::Ordering::Relaxed};
+use std::{
+    fmt::Write as _,
+    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
+};
 
 use axum::{
     extract::State,
@@ -10,6 +13,7 @@ use axum::{
 use serde_json::json;
 
 use super::AppState;
+use crate::error::ENGINE_UNAVAILABLE;
 
 pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Relaxed) {
@@ -20,13 +24,32 @@ pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             .into_response();
     }
     match state.backend.ready() {
-        Ok(()) => axum::Json(json!({"status": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "unavailable", "reason": e.to_string()})),
-        )
-            .into_response(),
+        Ok(()) => {
+            *last_logged() = None;
+            axum::Json(json!({"status": "ok"})).into_response()
+        }
+        Err(e) => {
+            // The detail names the engine's address and OS errors: the log
+            // gets it, once per change (health checks poll often).
+            let detail = e.to_string();
+            let mut last = last_logged();
+            if last.as_deref() != Some(detail.as_str()) {
+                tracing::warn!(error = %detail, "not ready: the message engine is unavailable");
+                *last = Some(detail);
+            }
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "unavailable", "reason": ENGINE_UNAVAILABLE})),
+            )
+                .into_response()
+        }
     }
+}
+
+/// The engine failure `/healthz` logged last (`None` once ready again).
+fn last_logged() -> std::sync::MutexGuard<'static, Option<String>> {
+    static LAST: Mutex<Option<String>> = Mutex::new(None);
+    LAST.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -130,7 +130,7 @@ pub(super) async fn publish(
         .backend
         .publish(batch)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("message not accepted: {e}")))?;
+        .map_err(|e| ApiError::engine_unavailable("the message was not confirmed", e))?;
     state.metrics.published.fetch_add(count as u64, Relaxed);
     let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
     let body = if is_batch {
