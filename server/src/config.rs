@@ -7,6 +7,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::TokenPolicy;
+
 /// The namespace that the default configuration opens to anonymous clients.
 pub const DEFAULT_PUBLIC: &str = "demo:>";
 
@@ -37,11 +39,30 @@ pub enum Command {
 /// Keys that sign and check tokens.
 #[derive(Debug, Clone, Default, Args)]
 pub struct KeyArgs {
-    /// HS256 secret shared by the server and whoever mints tokens. Without it
-    /// (and without a public key) the server makes up a random secret for
-    /// this run and prints how to mint tokens with it.
+    /// HS256 secret shared by the server and whoever mints tokens: at least
+    /// 32 bytes (`openssl rand -hex 32` makes one). Without it (and without
+    /// a public key) the server makes up a random secret for this run and
+    /// prints how to mint tokens with it.
     #[arg(long, env = "TIDINGS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+}
+
+/// Claims a token must carry; the `token` command writes them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClaimArgs {
+    /// Audience a token must name in its `aud` claim (repeatable; env:
+    /// comma-separated; a token naming any one of them is accepted).
+    /// Without it, `aud` is not checked.
+    #[arg(
+        long = "jwt-audience",
+        env = "TIDINGS_JWT_AUDIENCE",
+        value_delimiter = ','
+    )]
+    pub jwt_audience: Vec<String>,
+    /// Issuer a token's `iss` claim must be (for example your identity
+    /// provider's URL). Without it, `iss` is not checked.
+    #[arg(long, env = "TIDINGS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 }
 
 /// Settings of the running server.
@@ -74,6 +95,21 @@ pub struct ServeArgs {
     /// checks tokens signed by your identity provider.
     #[arg(long, env = "TIDINGS_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+
+    /// Audience and issuer tokens must carry.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
+
+    /// Refuse tokens that live longer than this (`exp` - `iat`, or `exp` -
+    /// now when the token has no `iat`), e.g. `1h`.
+    #[arg(long, env = "TIDINGS_JWT_MAX_TTL", value_parser = humantime::parse_duration)]
+    pub jwt_max_ttl: Option<Duration>,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf` (whole seconds).
+    /// A stream ends with `tidings.expired` once its token's `exp` plus
+    /// this has passed.
+    #[arg(long, env = "TIDINGS_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
 
     /// Pattern anyone may subscribe and publish to without a token
     /// (repeatable; env: comma-separated).
@@ -213,6 +249,23 @@ impl ServeArgs {
         read.extend(self.public_read.iter().filter(|p| !p.is_empty()).cloned());
         (read, both)
     }
+
+    /// What tokens must carry, from `--jwt-audience`, `--jwt-issuer`,
+    /// `--jwt-max-ttl` and `--jwt-leeway`.
+    pub fn token_policy(&self) -> TokenPolicy {
+        TokenPolicy {
+            leeway: self.jwt_leeway,
+            audiences: self
+                .claims
+                .jwt_audience
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
+            issuer: self.claims.jwt_issuer.clone().filter(|i| !i.is_empty()),
+            max_ttl: self.jwt_max_ttl,
+        }
+    }
 }
 
 /// `tidings-server token`: mint a token.
@@ -233,6 +286,10 @@ pub struct TokenArgs {
     /// Token signing/checking secret.
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Audience and issuer written into the token (`aud`, `iss`); the same
+    /// environment as the server's gives tokens it accepts.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
     /// PEM file with an RSA (RS256) or EC P-256 (ES256) private key to sign
     /// with instead of the HS256 secret.
     #[arg(long, env = "TIDINGS_JWT_PRIVATE_KEY")]
@@ -274,6 +331,30 @@ mod tests {
         assert_eq!(write, vec!["a:>", "b:*"]);
         let cli = Cli::parse_from(["tidings-server", "--no-public"]);
         assert_eq!(cli.serve.public_patterns(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn jwt_claims_flags_take_lists_and_durations() {
+        let cli = Cli::parse_from([
+            "tidings-server",
+            "--jwt-audience",
+            "a,b",
+            "--jwt-audience",
+            "c",
+            "--jwt-issuer",
+            "https://id.example.com/",
+            "--jwt-max-ttl",
+            "1h",
+            "--jwt-leeway",
+            "5s",
+        ]);
+        let policy = cli.serve.token_policy();
+        assert_eq!(policy.audiences, vec!["a", "b", "c"]);
+        assert_eq!(policy.issuer.as_deref(), Some("https://id.example.com/"));
+        assert_eq!(policy.max_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(policy.leeway, Duration::from_secs(5));
+        let defaults = Cli::parse_from(["tidings-server"]).serve.token_policy();
+        assert_eq!(defaults, TokenPolicy::default());
     }
 
     #[test]

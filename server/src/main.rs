@@ -49,7 +49,15 @@ fn token(args: TokenArgs) -> ExitCode {
         publish: args.publish,
         subscribe: args.subscribe,
     };
-    match key.sign(&Claims::new(grants, args.ttl, args.sub)) {
+    let mut claims = Claims::new(grants, args.ttl, args.sub);
+    claims.aud = args
+        .claims
+        .jwt_audience
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .collect();
+    claims.iss = args.claims.jwt_issuer.filter(|i| !i.is_empty());
+    match key.sign(&claims) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

@@ -20,14 +20,17 @@ pub enum DropReason {
     Closed,
     /// The server is shutting down.
     Shutdown,
+    /// The stream's token expired (`tidings.expired` was sent).
+    Expired,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         Self::Lagged,
         Self::WriteTimeout,
         Self::Closed,
         Self::Shutdown,
+        Self::Expired,
     ];
 
     fn label(self) -> &'static str {
@@ -36,6 +39,7 @@ impl DropReason {
             Self::WriteTimeout => "write_timeout",
             Self::Closed => "closed",
             Self::Shutdown => "shutdown",
+            Self::Expired => "expired",
         }
     }
 }
@@ -63,7 +67,7 @@ pub struct Metrics {
     /// TCP connections refused over the caps (answered 429/503, or closed
     /// at accept).
     pub tcp_refused: AtomicU64,
-    drops: [AtomicU64; 4],
+    drops: [AtomicU64; DropReason::ALL.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_nanos: AtomicU64,
 }

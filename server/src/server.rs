@@ -174,7 +174,7 @@ pub async fn start_with_backend(
     args: ServeArgs,
     backend: Arc<dyn Backend>,
 ) -> Result<RunningServer, StartError> {
-    let mut keys = Keys::default();
+    let mut keys = Keys::default().with_policy(args.token_policy());
     let mut generated_secret = None;
     match &args.keys.jwt_secret {
         Some(secret) => keys = keys.with_secret(secret.as_bytes())?,

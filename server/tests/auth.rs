@@ -47,7 +47,7 @@ async fn no_token_is_401_outside_public_patterns() {
 #[tokio::test]
 async fn bad_signature_expired_not_yet_valid_and_alg_none_are_401() {
     let t = start().await;
-    let wrong_key = SigningKey::secret(b"someone-else")
+    let wrong_key = SigningKey::secret(b"someone-else-0123456789abcdef0123456789")
         .unwrap()
         .sign(&claims(&["order:>"], &["order:>"]))
         .unwrap();

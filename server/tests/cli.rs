@@ -12,6 +12,10 @@ use serde_json::json;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidings-server");
+/// A secret long enough for HS256 (32 bytes or more).
+const CLI_SECRET: &str = "cli-secret-0123456789abcdef0123456789";
+/// Another one, for tokens the server must refuse.
+const OTHER_SECRET: &str = "other-secret-0123456789abcdef0123456";
 
 struct Spawned {
     child: Child,
@@ -56,6 +60,11 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Spawned {
         .args(args)
         .env_remove("TIDINGS_JWT_SECRET")
         .env_remove("TIDINGS_PUBLIC")
+        .env_remove("TIDINGS_PUBLIC_READ")
+        .env_remove("TIDINGS_NO_PUBLIC")
+        .env_remove("TIDINGS_JWT_AUDIENCE")
+        .env_remove("TIDINGS_JWT_ISSUER")
+        .env_remove("TIDINGS_JWT_MAX_TTL")
         .env_remove("TIDINGS_LISTEN")
         .env_remove("TIDINGS_REDIS_URL")
         .env("RUST_LOG", "debug")
@@ -132,11 +141,11 @@ async fn post(base: &str, path_and_query: &str, body: serde_json::Value) -> reqw
 async fn token_command_mints_tokens_the_server_accepts_and_query_tokens_stay_out_of_logs() {
     let mut server = spawn(
         &["--listen", "127.0.0.1:0"],
-        &[("TIDINGS_JWT_SECRET", "cli-secret")],
+        &[("TIDINGS_JWT_SECRET", CLI_SECRET)],
     );
     let out = mint(&[
         "--jwt-secret",
-        "cli-secret",
+        CLI_SECRET,
         "--publish",
         "crm:>",
         "--subscribe",
@@ -173,7 +182,7 @@ async fn token_command_mints_tokens_the_server_accepts_and_query_tokens_stay_out
         .unwrap();
     assert_eq!(r.status, 403);
     // A token from another secret is refused.
-    let other = mint(&["--jwt-secret", "other", "--subscribe", "crm:>"]);
+    let other = mint(&["--jwt-secret", OTHER_SECRET, "--subscribe", "crm:>"]);
     let other = String::from_utf8(other.stdout).unwrap().trim().to_owned();
     let r = open(&server.base, &["crm:acme:1"], &[("access_token", &other)])
         .await
@@ -192,19 +201,29 @@ async fn token_command_mints_tokens_the_server_accepts_and_query_tokens_stay_out
 
 #[test]
 fn token_command_refuses_bad_input() {
-    let out = mint(&["--jwt-secret", "s", "--subscribe", "a:>:b"]);
+    let out = mint(&["--jwt-secret", CLI_SECRET, "--subscribe", "a:>:b"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("last segment"));
     let out = mint(&["--subscribe", "a:>"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--jwt-secret"));
-    let out = mint(&["--jwt-secret", "s", "--subscribe", "a:>", "--ttl", "soon"]);
+    let out = mint(&[
+        "--jwt-secret",
+        CLI_SECRET,
+        "--subscribe",
+        "a:>",
+        "--ttl",
+        "soon",
+    ]);
     assert!(!out.status.success());
 }
 
 #[tokio::test]
 async fn sigterm_closes_streams_with_a_short_retry_and_exits_zero() {
-    let mut server = spawn(&["--listen", "127.0.0.1:0", "--jwt-secret", "x"], &[]);
+    let mut server = spawn(
+        &["--listen", "127.0.0.1:0", "--jwt-secret", CLI_SECRET],
+        &[],
+    );
     let mut s = open(&server.base, &["demo:bye"], &[]).await.unwrap();
     s.connected().await;
     let r = post(
@@ -304,6 +323,77 @@ fn an_unreachable_redis_fails_the_start_with_its_address() {
 }
 
 #[test]
+fn short_secrets_are_refused_at_start_and_by_the_token_command_with_how_to_make_one() {
+    for short in ["a", "tour-secret", &"x".repeat(31)] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", short])
+            .env_remove("TIDINGS_JWT_SECRET")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{short}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("at least 32"), "{stderr}");
+        assert!(stderr.contains("openssl rand -hex 32"), "{stderr}");
+        // The environment variable is checked the same way.
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("TIDINGS_JWT_SECRET", short)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{short} in the environment");
+        let out = mint(&["--jwt-secret", short, "--subscribe", "a:>"]);
+        assert_eq!(out.status.code(), Some(2), "token with {short}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("openssl rand -hex 32"));
+    }
+}
+
+#[tokio::test]
+async fn the_token_command_writes_the_audience_and_issuer_the_server_requires() {
+    let env = [
+        ("TIDINGS_JWT_SECRET", CLI_SECRET),
+        ("TIDINGS_JWT_AUDIENCE", "tidings,tidings-staging"),
+        ("TIDINGS_JWT_ISSUER", "https://id.example.com/"),
+        ("TIDINGS_JWT_MAX_TTL", "1h"),
+    ];
+    let mut server = spawn(&["--listen", "127.0.0.1:0"], &env);
+    let minted = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let good = minted(&["--subscribe", "secure:>", "--ttl", "30m"]);
+    open(&server.base, &["secure:a"], &[("access_token", &good)])
+        .await
+        .unwrap()
+        .connected()
+        .await;
+    let long = minted(&["--subscribe", "secure:>", "--ttl", "2h"]);
+    let r = open(&server.base, &["secure:a"], &[("access_token", &long)])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.message().contains("--jwt-max-ttl"), "{}", r.message());
+    let other = minted(&["--subscribe", "secure:>", "--jwt-audience", "billing"]);
+    let r = open(&server.base, &["secure:a"], &[("access_token", &other)])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(r.status, 401);
+    assert!(r.message().contains("audience"), "{}", r.message());
+    assert!(server.terminate().success());
+}
+
+#[test]
 fn help_lists_every_flag() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
@@ -312,6 +402,14 @@ fn help_lists_every_flag() {
         "--redis",
         "--jwt-secret",
         "--jwt-public-key",
+        "--jwt-audience",
+        "--jwt-issuer",
+        "--jwt-max-ttl",
+        "--jwt-leeway",
+        "TIDINGS_JWT_AUDIENCE",
+        "TIDINGS_JWT_ISSUER",
+        "TIDINGS_JWT_MAX_TTL",
+        "TIDINGS_JWT_LEEWAY",
         "--public",
         "--public-read",
         "--heartbeat",

@@ -9,7 +9,7 @@
 pub mod keys;
 mod token;
 
-pub use keys::{KeyError, Keys};
+pub use keys::{KeyError, Keys, TokenPolicy};
 pub use token::{Claims, Grants, mint};
 
 use std::fmt;
@@ -52,6 +52,48 @@ impl Access {
         self.subscribe.extend(other.subscribe.iter().cloned());
         self.publish.extend(other.publish.iter().cloned());
     }
+}
+
+/// When a token stops being accepted: a stream opened with it ends then
+/// (with `tidings.expired`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// The token's `exp` claim, seconds since the Unix epoch.
+    pub exp: u64,
+    /// The first instant the server refuses the token, milliseconds since
+    /// the Unix epoch: one second after `exp` + leeway (a token is still
+    /// accepted during its `exp` + leeway second).
+    pub refused_at_ms: u64,
+}
+
+impl Expiry {
+    /// The expiry of a token whose `exp` is `exp`, with `leeway_secs` of
+    /// tolerated clock skew.
+    ///
+    /// ```
+    /// use tidings_server::auth::Expiry;
+    ///
+    /// assert_eq!(Expiry::new(100, 30).refused_at_ms, 131_000);
+    /// ```
+    pub fn new(exp: u64, leeway_secs: u64) -> Self {
+        Self {
+            exp,
+            refused_at_ms: exp
+                .saturating_add(leeway_secs)
+                .saturating_add(1)
+                .saturating_mul(1000),
+        }
+    }
+}
+
+/// The rights of a request, and when they end if a token gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    /// What the request may do.
+    pub access: Access,
+    /// When the token stops being accepted; `None` without a token (public
+    /// rights never expire).
+    pub expiry: Option<Expiry>,
 }
 
 /// Why a request's token was refused (answered with 401).
@@ -111,12 +153,22 @@ impl Authenticator {
     /// A token that is present but invalid is an error even for public
     /// topics: a client with a broken token should learn about it.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Access, AuthError> {
-        let mut access = self.public.clone();
+        self.session(token).map(|session| session.access)
+    }
+
+    /// Like [`authenticate`](Self::authenticate), with the token's expiry
+    /// (for streams, which must end when their token does).
+    pub fn session(&self, token: Option<&str>) -> Result<Session, AuthError> {
+        let mut session = Session {
+            access: self.public.clone(),
+            expiry: None,
+        };
         if let Some(token) = token {
-            let grants = self.keys.verify(token)?;
-            access.extend(&grants);
+            let granted = self.keys.verify(token)?;
+            session.access.extend(&granted.access);
+            session.expiry = granted.expiry;
         }
-        Ok(access)
+        Ok(session)
     }
 }
 

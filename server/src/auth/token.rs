@@ -30,6 +30,13 @@ pub struct Claims {
     /// Subject, for the operator's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// Audiences (`aud`): one string or an array in the token; checked
+    /// against `--jwt-audience` when that is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "one_or_many")]
+    pub aud: Vec<String>,
+    /// Issuer (`iss`), checked against `--jwt-issuer` when that is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
     /// The rights.
     pub tidings: Grants,
 }
@@ -46,6 +53,8 @@ impl Claims {
             nbf: Some(now),
             iat: Some(now),
             sub,
+            aud: Vec::new(),
+            iss: None,
             tidings: grants,
         }
     }
@@ -58,4 +67,57 @@ pub fn mint(
     key: &EncodingKey,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(header, claims, key)
+}
+
+/// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
+mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    pub(super) fn serialize<S: Serializer>(list: &[String], s: S) -> Result<S::Ok, S::Error> {
+        match list {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aud_is_read_as_a_string_or_an_array_and_written_back_the_same_way() {
+        let one: Claims = serde_json::from_str(r#"{"exp":1,"aud":"a","tidings":{}}"#).unwrap();
+        assert_eq!(one.aud, vec!["a"]);
+        assert!(
+            serde_json::to_string(&one)
+                .unwrap()
+                .contains(r#""aud":"a""#)
+        );
+        let many: Claims =
+            serde_json::from_str(r#"{"exp":1,"aud":["a","b"],"tidings":{}}"#).unwrap();
+        assert_eq!(many.aud, vec!["a", "b"]);
+        assert!(
+            serde_json::to_string(&many)
+                .unwrap()
+                .contains(r#""aud":["a","b"]"#)
+        );
+        let none: Claims = serde_json::from_str(r#"{"exp":1,"tidings":{}}"#).unwrap();
+        assert!(none.aud.is_empty());
+        assert!(!serde_json::to_string(&none).unwrap().contains("aud"));
+    }
 }

@@ -18,7 +18,7 @@ use tidings_core::{
 
 use super::AppState;
 use crate::{
-    auth::{AuthError, find_token},
+    auth::{AuthError, Session, find_token},
     backend::ConnectionId,
     error::ApiError,
     stream::{ConnectionInfo, EventStream, StreamParts},
@@ -28,6 +28,9 @@ use crate::{
 pub const CONNECTED_EVENT: &str = "tidings.connected";
 /// Event sent when messages after the resume id are no longer retained.
 pub const GAP_EVENT: &str = "tidings.gap";
+/// Event sent, without an `id:`, just before the server ends a stream
+/// whose token expired; data `{"exp": <the token's exp>}`.
+pub const EXPIRED_EVENT: &str = "tidings.expired";
 
 /// What the query string asks for.
 #[derive(Debug, Default)]
@@ -82,7 +85,7 @@ pub(super) async fn subscribe(
 
     // Rights.
     let token = find_token(&headers, query.access_token.as_deref())?;
-    let access = state.auth.authenticate(token)?;
+    let Session { access, expiry } = state.auth.session(token)?;
     if let Some(refused) = patterns.iter().find(|p| !access.may_subscribe(p)) {
         return Err(match token {
             None => ApiError::Unauthorized(AuthError::Missing),
@@ -139,13 +142,16 @@ pub(super) async fn subscribe(
     let stream = EventStream::new(StreamParts {
         preface: Bytes::from(preface),
         farewell: Bytes::from(farewell),
+        expired: expiry.map_or_else(Bytes::new, |e| expired_frame(e.exp)),
         subscription,
         connection,
         patterns: topic_count,
         fanout: state.backend.fanout().clone(),
         metrics: state.metrics.clone(),
         _permit: permit,
-        slot: state.watchdog.register(conn.map(|c| c.io)),
+        slot: state
+            .watchdog
+            .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),
     });
 
     let mut response = Response::new(Body::from_stream(stream));
@@ -161,4 +167,15 @@ pub(super) async fn subscribe(
     );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// `tidings.expired` for a token whose `exp` is `exp`. No `id:`, so the
+/// client's resume point stays its last message.
+fn expired_frame(exp: u64) -> Bytes {
+    let data = json!({ "exp": exp }).to_string();
+    let mut frame = Vec::with_capacity(64);
+    let _ = Event::new(&data)
+        .with_event(EXPIRED_EVENT)
+        .encode(&mut frame);
+    Bytes::from(frame)
 }

@@ -32,6 +32,9 @@ pub(crate) struct StreamParts {
     pub preface: Bytes,
     /// Sent before closing on shutdown: a short `retry:`.
     pub farewell: Bytes,
+    /// Sent before closing when the token expires: `tidings.expired`
+    /// (empty for streams without a token, which never expire).
+    pub expired: Bytes,
     pub subscription: FrameSubscription,
     pub connection: ConnectionId,
     pub patterns: usize,
@@ -83,6 +86,18 @@ impl Stream for EventStream {
         }
         let slot = &this.parts.slot.slot;
         slot.waker.register(cx.waker());
+        if slot.expired.load(Relaxed) {
+            // The token ran out: say so and end. Queued messages are not
+            // sent: the client resumes from its last id with a fresh token
+            // and gets them then, under that token's rights.
+            this.ending = Some(DropReason::Expired);
+            let expired = this.parts.expired.clone();
+            let chunk = match this.preface.take() {
+                Some(preface) => Bytes::from([&preface[..], &expired[..]].concat()),
+                None => expired,
+            };
+            return Poll::Ready(Some(Ok(chunk)));
+        }
 
         let pieces = &mut this.pieces;
         pieces.clear();

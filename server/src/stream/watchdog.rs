@@ -1,17 +1,19 @@
-//! One task for every stream's timers: heartbeats and stuck-client drops.
+//! One task for every stream's timers: heartbeats, stuck-client drops and
+//! token expiry.
 //!
 //! A timer per stream would wake thousands of tasks; instead the watchdog
-//! walks the registered streams on a coarse tick, marks heartbeats due
-//! (waking only streams that wrote nothing since the last round) and closes
-//! connections whose socket has refused writes for longer than the write
-//! timeout.
+//! walks the registered streams on a coarse tick (at most a second), marks
+//! heartbeats due (waking only streams that wrote nothing since the last
+//! round), closes connections whose socket has refused writes for longer
+//! than the write timeout, and marks streams whose token is no longer
+//! accepted as expired (the stream then sends `tidings.expired` and ends).
 
 use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering::Relaxed},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use atomic_waker::AtomicWaker;
@@ -28,6 +30,11 @@ pub(crate) struct StreamSlot {
     pub(crate) wrote: AtomicBool,
     /// Set when the watchdog closed the connection for a write timeout.
     pub(crate) timed_out: AtomicBool,
+    /// Set (and the stream woken) once the token is no longer accepted.
+    pub(crate) expired: AtomicBool,
+    /// When the stream's token stops being accepted (ms since the Unix
+    /// epoch); 0 for streams without a token, which never expire.
+    expires_at_ms: u64,
     io: Option<Arc<IoState>>,
 }
 
@@ -66,10 +73,17 @@ impl Watchdog {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a stream whose connection is `io` (if known).
-    pub(crate) fn register(self: &Arc<Self>, io: Option<Arc<IoState>>) -> SlotGuard {
+    /// Registers a stream whose connection is `io` (if known) and whose
+    /// token stops being accepted at `expires_at_ms` (ms since the Unix
+    /// epoch; `None` without a token).
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        io: Option<Arc<IoState>>,
+        expires_at_ms: Option<u64>,
+    ) -> SlotGuard {
         let slot = Arc::new(StreamSlot {
             io,
+            expires_at_ms: expires_at_ms.map_or(0, |ms| ms.max(1)),
             ..StreamSlot::default()
         });
         let key = self.lock().insert(slot.clone());
@@ -85,11 +99,22 @@ impl Watchdog {
         self.lock().len()
     }
 
-    /// One round: close stuck connections; if `heartbeat`, mark heartbeats due.
+    /// One round: close stuck connections, expire streams whose token ran
+    /// out; if `heartbeat`, mark heartbeats due.
     fn sweep(&self, heartbeat: bool) {
         let now = monotonic_millis();
         let timeout = self.write_timeout.as_millis() as u64;
+        // Token expiry is wall-clock time, like the token's `exp`.
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         for (_, slot) in self.lock().iter() {
+            if slot.expires_at_ms != 0
+                && unix_ms >= slot.expires_at_ms
+                && !slot.expired.swap(true, Relaxed)
+            {
+                slot.waker.wake();
+            }
             if let Some(io) = &slot.io {
                 if io.blocked_for(now) >= timeout && !slot.timed_out.swap(true, Relaxed) {
                     io.kill.cancel();
@@ -124,5 +149,25 @@ impl Watchdog {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_streams_whose_token_ran_out_are_marked_expired() {
+        let watchdog = Arc::new(Watchdog::new(
+            Duration::from_secs(15),
+            Duration::from_secs(30),
+        ));
+        let public = watchdog.register(None, None);
+        let past = watchdog.register(None, Some(1));
+        let future = watchdog.register(None, Some(u64::MAX));
+        watchdog.sweep(false);
+        assert!(!public.slot.expired.load(Relaxed));
+        assert!(past.slot.expired.load(Relaxed));
+        assert!(!future.slot.expired.load(Relaxed));
     }
 }

@@ -19,8 +19,8 @@ mod wait;
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use wait::{PATIENCE, eventually, patiently};
 
-/// The HS256 secret test servers use.
-pub const SECRET: &str = "integration-test-secret";
+/// The HS256 secret test servers use (HS256 needs at least 32 bytes).
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
 /// A server running in this process.
 pub struct TestServer {

@@ -25,8 +25,8 @@ pub use wait::{PATIENCE, eventually, patiently};
 
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidings-server");
-/// The HS256 secret of every instance.
-pub const SECRET: &str = "cluster-test-secret";
+/// The HS256 secret of every instance (HS256 needs at least 32 bytes).
+pub const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 /// The shared Redis of the test run (`scripts/test` sets
 /// `TIDINGS_TEST_REDIS_URL`; a local default otherwise).
 pub fn redis_url() -> String {

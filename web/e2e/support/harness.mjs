@@ -14,7 +14,8 @@ export const demoDir = path.join(repoRoot, "web/demo");
 export const artifactsDir = path.join(repoRoot, "web/e2e/artifacts");
 export const serverBin = process.env.TIDINGS_SERVER_BIN ?? path.join(repoRoot, "target/debug/tidings-server");
 export const redisUrl = process.env.TIDINGS_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
-export const jwtSecret = "demo-e2e-secret";
+// HS256 needs a secret of at least 32 bytes; the server refuses shorter ones.
+export const jwtSecret = "demo-e2e-secret-0123456789abcdef0123";
 
 /**
  * Starts `tidings-server` with the demo and `quiz:>` public; resolves once it
