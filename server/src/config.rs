@@ -6,6 +6,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use tidings_core::topic::Pattern;
 
 use crate::auth::TokenPolicy;
 
@@ -112,12 +113,14 @@ pub struct ServeArgs {
     pub jwt_leeway: Duration,
 
     /// Pattern anyone may subscribe and publish to without a token
-    /// (repeatable; env: comma-separated).
-    #[arg(long = "public", env = "TIDINGS_PUBLIC", value_delimiter = ',', default_value = DEFAULT_PUBLIC)]
+    /// (repeatable; env: comma-separated). Without --public and
+    /// --public-read, `demo:>` is public.
+    #[arg(long = "public", env = "TIDINGS_PUBLIC", value_delimiter = ',')]
     pub public: Vec<String>,
 
     /// Pattern anyone may subscribe to without a token, but not publish to
-    /// (repeatable; env: comma-separated).
+    /// (repeatable; env: comma-separated). Replaces the default `demo:>`
+    /// like --public does.
     #[arg(
         long = "public-read",
         env = "TIDINGS_PUBLIC_READ",
@@ -125,7 +128,8 @@ pub struct ServeArgs {
     )]
     pub public_read: Vec<String>,
 
-    /// Open nothing to anonymous clients (drops the default `demo:>`).
+    /// Open nothing to anonymous clients: no `demo:>`, and --public and
+    /// --public-read are ignored.
     #[arg(long, env = "TIDINGS_NO_PUBLIC")]
     pub no_public: bool,
 
@@ -235,9 +239,15 @@ impl Default for ServeArgs {
 
 impl ServeArgs {
     /// The patterns open to anonymous clients for subscribing and publishing.
+    ///
+    /// `demo:>` is the default for both when neither `--public` nor
+    /// `--public-read` is given; `--no-public` opens nothing at all.
     pub fn public_patterns(&self) -> (Vec<String>, Vec<String>) {
         if self.no_public {
             return (Vec::new(), Vec::new());
+        }
+        if self.public.is_empty() && self.public_read.is_empty() {
+            return (vec![DEFAULT_PUBLIC.into()], vec![DEFAULT_PUBLIC.into()]);
         }
         let both: Vec<String> = self
             .public
@@ -265,6 +275,64 @@ impl ServeArgs {
             issuer: self.claims.jwt_issuer.clone().filter(|i| !i.is_empty()),
             max_ttl: self.jwt_max_ttl,
         }
+    }
+
+    /// Settings that do not do what they seem to ask for (they open
+    /// nothing, or nothing more), in words that say what to change. The
+    /// server starts anyway; `main` prints and logs these.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let given = |list: &[String]| -> Vec<String> {
+            list.iter().filter(|p| !p.is_empty()).cloned().collect()
+        };
+        let (public, public_read) = (given(&self.public), given(&self.public_read));
+        if self.no_public {
+            for (flag, list) in [("--public", &public), ("--public-read", &public_read)] {
+                for pattern in list {
+                    warnings.push(format!(
+                        "{flag} {pattern} opens nothing: --no-public closes every public pattern. Drop --no-public (any --public or --public-read already replaces the default {DEFAULT_PUBLIC})"
+                    ));
+                }
+            }
+            return warnings;
+        }
+        // A pattern another one already covers adds nothing. Invalid
+        // patterns are left to the start, which refuses them.
+        let parsed = |list: &[String]| -> Vec<(String, Option<Pattern>)> {
+            list.iter()
+                .map(|p| (p.clone(), Pattern::new(p).ok()))
+                .collect()
+        };
+        let (public, public_read) = (parsed(&public), parsed(&public_read));
+        let covered_by = |i: usize, p: &Pattern, list: &[(String, Option<Pattern>)], same: bool| {
+            list.iter().enumerate().find_map(|(j, (text, q))| {
+                let q = q.as_ref()?;
+                // Within one list, of two equal patterns the later one is redundant.
+                let skip = same && (j == i || (q == p && j > i));
+                (!skip && q.covers(p)).then(|| text.clone())
+            })
+        };
+        for (i, (text, pattern)) in public.iter().enumerate() {
+            let Some(pattern) = pattern else { continue };
+            if let Some(by) = covered_by(i, pattern, &public, true) {
+                warnings.push(format!(
+                    "--public {text} opens nothing more: --public {by} already covers it"
+                ));
+            }
+        }
+        for (i, (text, pattern)) in public_read.iter().enumerate() {
+            let Some(pattern) = pattern else { continue };
+            if let Some(by) = covered_by(i, pattern, &public, false) {
+                warnings.push(format!(
+                    "--public-read {text} opens nothing more: --public {by} already opens it to subscribe and publish. Drop one of them (--public-read alone is read-only)"
+                ));
+            } else if let Some(by) = covered_by(i, pattern, &public_read, true) {
+                warnings.push(format!(
+                    "--public-read {text} opens nothing more: --public-read {by} already covers it"
+                ));
+            }
+        }
+        warnings
     }
 }
 
@@ -331,6 +399,59 @@ mod tests {
         assert_eq!(write, vec!["a:>", "b:*"]);
         let cli = Cli::parse_from(["tidings-server", "--no-public"]);
         assert_eq!(cli.serve.public_patterns(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn any_public_flag_replaces_the_default_and_no_public_wins() {
+        let serve = |args: &[&str]| {
+            let mut all = vec!["tidings-server"];
+            all.extend_from_slice(args);
+            Cli::parse_from(all).serve
+        };
+        let read_only = serve(&["--public-read", "news:>"]).public_patterns();
+        assert_eq!(read_only, (vec!["news:>".to_owned()], vec![]));
+        let closed = serve(&["--no-public", "--public-read", "news:>"]);
+        assert_eq!(closed.public_patterns(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn warnings_name_flags_that_open_nothing_or_nothing_more() {
+        let warnings = |args: &[&str]| {
+            let mut all = vec!["tidings-server"];
+            all.extend_from_slice(args);
+            Cli::parse_from(all).serve.warnings()
+        };
+        assert!(warnings(&[]).is_empty());
+        assert!(warnings(&["--no-public"]).is_empty());
+        assert!(warnings(&["--public", "a:>", "--public-read", "news:>"]).is_empty());
+
+        let w = warnings(&["--no-public", "--public-read", "news:>", "--public", "a:>"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("--public a:> opens nothing: --no-public"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("--public-read news:> opens nothing"),
+            "{w:?}"
+        );
+
+        let w = warnings(&["--public", "news:>", "--public-read", "news:eu:*"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("--public news:> already opens it"), "{w:?}");
+
+        let w = warnings(&["--public", "a:>", "--public", "a:b", "--public", "a:>"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("--public a:b opens nothing more"), "{w:?}");
+        assert!(w[1].starts_with("--public a:> opens nothing more"), "{w:?}");
+
+        let w = warnings(&["--public-read", "n:*", "--public-read", "n:x"]);
+        assert_eq!(
+            w,
+            vec!["--public-read n:x opens nothing more: --public-read n:* already covers it"]
+        );
+        // Invalid patterns are the start's to refuse, not a warning.
+        assert!(warnings(&["--public", "a:>:b", "--public", "a:>:b"]).is_empty());
     }
 
     #[test]

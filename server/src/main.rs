@@ -90,6 +90,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let public = args.public_patterns();
+        let warnings = args.warnings();
         let server = match tidings_server::start(args).await {
             Ok(server) => server,
             Err(e) => {
@@ -108,6 +109,10 @@ fn serve(args: ServeArgs) -> ExitCode {
                 public.0.join(", "),
                 if public.1.is_empty() { "-".to_owned() } else { public.1.join(", ") }
             );
+        }
+        for warning in &warnings {
+            let _ = writeln!(out, "warning: {warning}");
+            tracing::warn!("{warning}");
         }
         match server.generated_secret() {
             Some(secret) => {

@@ -348,6 +348,77 @@ fn short_secrets_are_refused_at_start_and_by_the_token_command_with_how_to_make_
 }
 
 #[tokio::test]
+async fn flags_that_open_nothing_are_warned_about_at_start() {
+    let mut server = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-public",
+            "--public-read",
+            "news:>",
+        ],
+        &[],
+    );
+    let printed = server.stdout_lines.join("\n");
+    assert!(
+        printed.contains("warning: --public-read news:> opens nothing: --no-public"),
+        "{printed}"
+    );
+    // It opens nothing indeed.
+    assert_eq!(
+        open(&server.base, &["news:eu"], &[])
+            .await
+            .err()
+            .unwrap()
+            .status,
+        401
+    );
+    assert!(server.terminate().success());
+    let logs = server.stderr();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("WARN") && l.contains("--public-read news:> opens nothing")),
+        "{logs}"
+    );
+
+    // Read-only public patterns without the default: --public-read alone.
+    let mut server = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--public-read",
+            "news:>",
+            "--public-read",
+            "news:eu",
+        ],
+        &[],
+    );
+    let printed = server.stdout_lines.join("\n");
+    assert!(
+        printed.contains("warning: --public-read news:eu opens nothing more"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("subscribe news:>, news:eu / publish -"),
+        "{printed}"
+    );
+    open(&server.base, &["news:eu"], &[])
+        .await
+        .unwrap()
+        .connected()
+        .await;
+    assert_eq!(
+        open(&server.base, &["demo:x"], &[])
+            .await
+            .err()
+            .unwrap()
+            .status,
+        401
+    );
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
 async fn the_token_command_writes_the_audience_and_issuer_the_server_requires() {
     let env = [
         ("TIDINGS_JWT_SECRET", CLI_SECRET),
