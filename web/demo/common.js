@@ -51,6 +51,41 @@ export function trackState(client, badge, override = () => null) {
   return client.onState(show);
 }
 
+/**
+ * What `scripts/demo` wrote for this server instance (`demo-run.json`:
+ * `{instance: {n, of, address, engine, streamKey?}, tenants: {name: token}}`),
+ * or null when the server was started without it. Fetched anew each time: a
+ * page behind a load balancer may land on another instance after a reconnect.
+ */
+export async function demoRun() {
+  try {
+    const response = await fetch("demo-run.json", { cache: "no-store" });
+    return response.ok ? await response.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Shows in `element` which server instance serves this page: its address,
+ * and with several instances its number and the shared engine. Call it on
+ * every `tidings.connected` (a reconnect may land elsewhere).
+ */
+export async function showInstance(element) {
+  const instance = (await demoRun())?.instance;
+  if (!instance) {
+    element.textContent = `server ${location.host}`;
+    return;
+  }
+  const several = instance.of > 1;
+  element.textContent = several ? `instance ${instance.n} of ${instance.of} · ${instance.address}` : `server ${instance.address}`;
+  element.title = `connected to ${instance.address}` +
+    (instance.engine === "redis" ? `; instances share Redis stream ${instance.streamKey}` : "; in-memory broker");
+  element.dataset.address = instance.address;
+  element.dataset.n = instance.n;
+  debug.instance = instance;
+}
+
 /** Prepends a line to a log list: `[time] text`, with `data-kind` for styling and tests. */
 export function logLine(list, kind, ...parts) {
   const item = document.createElement("li");

@@ -1,11 +1,21 @@
-// The live quiz room. Every room is a set of topics under `quiz:<room>:`:
-//   quiz:<room>:players  join (sent with `exclude`: no echo to the joiner),
-//                        here (the reply that tells a newcomer who is in), leave
-//   quiz:<room>:game     question, finish (from the host)
-//   quiz:<room>:answers  answer
-// The page subscribes to `quiz:<room>:>` with the `tidings` package and
-// publishes with `POST /publish`; the server keeps no room state.
-import { connect, debug, logLine, publish, tag, trackState } from "./common.js";
+// The live quiz room page. The room's state is the pure `QuizRoom`
+// (room.js; its players in roster.js); this page connects it to Tidings:
+// one stream on `quiz:<room>:>`, `POST /publish` for what this player does.
+//
+// A newcomer gets the room's state from the players already there: it
+// publishes `join`, and the host (or, if the host does not answer, the next
+// player by seniority, a little later) answers with a `snapshot`: the room as
+// it stood after that join, and the id of the last message it had applied.
+// The newcomer applies what its own stream brought after that id. Nobody
+// answers in an empty room: after a short wait the newcomer starts it.
+//
+// Players that vanish without a goodbye (a crashed tab, a lost network) are
+// found by their silence: every page sends `alive` now and then, and the
+// host (or the most senior player still heard) declares a silent one gone,
+// which hands hosting over when it was the host. Server-side presence
+// (PROTOCOL.md) will replace the pings and the silence check.
+import { connect, debug, logLine, publish, showInstance, tag, trackState } from "./common.js";
+import { QuizRoom } from "./room.js";
 
 const QUESTIONS = [
   { text: "What does Tidings stream to the browser?", choices: ["WebSockets", "Server-Sent Events", "Long polling", "WebRTC"], correct: 1 },
@@ -14,23 +24,37 @@ const QUESTIONS = [
   { text: "What does exclude do on a publish?", choices: ["Drops the message", "Skips the sender's connection", "Delays delivery", "Hides the topic"], correct: 1 },
 ];
 
+const params = new URLSearchParams(location.search);
+/** How long a player may stay silent before the room counts it gone (`?silence=` seconds, for tests). */
+const SILENCE_MS = 1000 * (Number(params.get("silence")) || 90);
+/** How often this page says it is alive: well inside the silence limit, even in a throttled background tab. */
+const ALIVE_MS = Math.min(20_000, SILENCE_MS / 4);
+/** How long a newcomer waits for a snapshot before it takes the room as empty. */
+const EMPTY_ROOM_MS = 2500;
+/** Delay between the snapshot answers of successive players, most senior first. */
+const REPLY_STEP_MS = 700;
+
 const $ = (id) => document.getElementById(id);
 
-let me = null; // {id, name, host}
-let room = null;
+let me = null; // {id, name}
+let roomName = null;
 let client = null;
 let connectionId = null;
-let current = null; // the question on screen: {n, total, text, choices}
-let finished = false;
-const players = new Map(); // id -> {id, name, host}
-const answers = new Map(); // question number -> Map(player id -> choice)
-const scores = new Map(); // player id -> points
+let room = null; // the QuizRoom once known
+let lastApplied = null; // id of the last message applied to `room`
+let request = null; // this page's open request for a snapshot (see `requestSnapshot`)
+let leaving = false;
+const lastSeen = new Map(); // player id -> Date.now() of its last message
+const replied = new Set(); // nonces of joins someone already answered
+const replyTimers = new Map(); // nonce -> timer of this page's pending answer
+const declaredGone = new Set(); // players this page already declared gone
 
-const topic = (part) => `quiz:${room}:${part}`;
-const nameOf = (id) => players.get(id)?.name ?? "someone";
+const topic = (part) => `quiz:${roomName}:${part}`;
+debug.room = () => room?.toJSON() ?? null;
+
+showInstance($("instance"));
 
 // Prefill from ?name=&room=&host=1 so a link can drop you into a room.
-const params = new URLSearchParams(location.search);
 $("nickname").value = params.get("name") ?? "";
 $("room-name").value = params.get("room") ?? "lobby";
 $("as-host").checked = params.has("host");
@@ -51,16 +75,17 @@ $("join-form").addEventListener("submit", async (event) => {
   }
 });
 
-async function join(name, roomName, host) {
-  me = { id: Math.random().toString(36).slice(2, 10), name, host };
-  room = roomName;
-  client = await connect("/events", { topics: [`quiz:${room}:>`], maxDelay: 5000 });
+async function join(name, nameOfRoom, wantsHost) {
+  me = { id: Math.random().toString(36).slice(2, 10), name };
+  roomName = nameOfRoom;
+  client = await connect("/events", { topics: [`quiz:${roomName}:>`], maxDelay: 5000 });
   trackState(client, $("state"));
 
   // The connection id changes on every reconnect; `exclude` needs the current one.
   const connected = new Promise((resolve, reject) => {
     client.on("tidings.connected", (data) => {
       connectionId = debug.connectionId = data.connectionId;
+      showInstance($("instance"));
       resolve();
     });
     client.onError((error) => {
@@ -70,42 +95,178 @@ async function join(name, roomName, host) {
   client.onError((error) => {
     if (error.kind === "decode" || error.kind === "handler") console.error(error);
   });
-  client.on("join", onJoin);
-  client.on("here", onHere);
-  client.on("leave", onLeave);
-  client.on("question", onQuestion);
-  client.on("finish", onFinish);
-  client.on("answer", onAnswer);
-  client.on("tidings.gap", () => logLine($("activity"), "gap", "Some messages were missed (older than the server's history)"));
+  for (const type of ["join", "leave", "host", "question", "finish", "answer", "snapshot", "alive"]) {
+    client.on(type, (data, meta) => receive(type, data, meta));
+  }
+  client.on("tidings.gap", () => {
+    logLine($("activity"), "gap", "Some messages were missed: asking the room for its state again");
+    if (room) requestSnapshot({ again: true }).catch(() => {});
+  });
   await connected;
+  await requestSnapshot({ wantsHost });
 
-  players.set(me.id, me);
-  await publish({ topic: topic("players"), type: "join", data: me, exclude: connectionId });
-
+  history.replaceState(null, "", `?${new URLSearchParams({ room: roomName, name })}`);
   $("join").hidden = true;
   $("room").hidden = false;
-  $("room-title").textContent = `Room “${room}”`;
-  $("who").textContent = `${me.name}${me.host ? " (host)" : ""}`;
-  $("host-controls").hidden = !me.host;
-  $("lobby-text").textContent = me.host
-    ? "Players join with the same room name. Start when everyone is in."
-    : "Waiting for the host to start the quiz…";
-  logLine($("activity"), "self", `You joined room ${room} as ${me.name}`);
+  $("room-title").textContent = `Room “${roomName}”`;
+  $("who").textContent = me.name;
   render();
   addEventListener("pagehide", leaveOnClose);
   addEventListener("beforeunload", leaveOnClose);
+  setInterval(sayAlive, ALIVE_MS);
+  document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && sayAlive());
+}
+
+/**
+ * Publishes this player's `join` and waits for the room's answer. Messages
+ * from this `join`'s echo on are logged to be applied on top of the
+ * snapshot; with no room state yet, earlier ones are skipped (the snapshot
+ * holds them). `again`: a known player asking anew (after a gap, or after
+ * the room counted it gone).
+ */
+async function requestSnapshot({ wantsHost = false, again = false } = {}) {
+  const nonce = Math.random().toString(36).slice(2, 10);
+  request = { nonce, wantsHost, echoed: false, log: [], timer: null };
+  await publish({ topic: topic("players"), type: "join", data: { id: me.id, name: me.name, host: wantsHost, nonce, again } });
+}
+
+/** Every room message, in stream order. */
+function receive(type, data, meta) {
+  const from = { join: data.id, host: data.id, alive: data.id, question: data.by, finish: data.by, answer: data.player, snapshot: data.from }[type];
+  if (from) lastSeen.set(from, Date.now());
+  if (type === "join") declaredGone.delete(data.id);
+  if (type === "alive") {
+    // Sent with `exclude`: this page never hears its own.
+    if (data.id === me.id) debug.ownAliveEchoes = (debug.ownAliveEchoes ?? 0) + 1;
+    else debug.alivesHeard = (debug.alivesHeard ?? 0) + 1;
+    return;
+  }
+  if (type === "snapshot") return onSnapshot(data);
+
+  if (request && !request.echoed && type === "join" && data.nonce === request.nonce) {
+    request.echoed = true;
+    if (!room) request.timer = setTimeout(startEmptyRoom, EMPTY_ROOM_MS);
+  }
+  if (request?.echoed) {
+    if (request.log.length >= 1000) request = null; // nobody answered for ages: keep what we have
+    else request.log.push({ type, data, id: meta.id, shown: Boolean(room) });
+  }
+  if (room) applyAndReact(type, data, meta.id, true);
+}
+
+/** Applies one message to the room, logs what happened (when `show`), and does this page's part. */
+function applyAndReact(type, data, id, show) {
+  const wasHost = room.host === me.id;
+  const notes = room.apply(type, data);
+  lastApplied = id;
+  if (show) for (const { kind, text, about } of notes) logLine($("activity"), kind, about === me.id ? text.replace(me.name, `${me.name} (you)`) : text);
+  if (type === "join" && data.id !== me.id) scheduleReply(data);
+  if (type === "join" && data.id === me.id && data.host && room.host !== me.id) {
+    showNote(alreadyHosted());
+  }
+  if (room.host === me.id && !wasHost && !(type === "join" && data.id === me.id)) showNote("You host the room now.");
+  if (type === "leave" && data.id === me.id && !leaving) {
+    logLine($("activity"), "rejoin", "The room had lost sight of you: joining again");
+    requestSnapshot({ again: true }).catch((error) => showError($("room-error"), `Could not rejoin: ${error.message}`));
+  }
+  if (show) render();
+}
+
+/** Nobody answered this page's `join`: the room was empty. Start it from the log. */
+function startEmptyRoom() {
+  if (room || !request) return;
+  room = new QuizRoom();
+  for (const entry of request.log) {
+    applyAndReact(entry.type, entry.data, entry.id, true);
+    entry.shown = true;
+  }
+  synced("You are the first in this room");
+}
+
+/** A snapshot for this page's open request replaces the room, then the log since the snapshot's point is applied. */
+function onSnapshot(data) {
+  replied.add(data.nonce);
+  if (replied.size > 500) replied.delete(replied.values().next().value);
+  clearTimeout(replyTimers.get(data.nonce));
+  replyTimers.delete(data.nonce);
+  if (!request || data.for !== me.id || data.nonce !== request.nonce) return;
+
+  const first = !room;
+  const { log, wantsHost } = request;
+  clearTimeout(request.timer);
+  request = null;
+  room = QuizRoom.from(data.state);
+  lastApplied = data.after;
+  // Everything up to `after` is in the snapshot. Not found: it came before
+  // this page's join (index 0 of the log), which the snapshot holds too.
+  const at = log.findIndex((entry) => entry.id === data.after);
+  for (const entry of log.slice(Math.max(at, 0) + 1)) applyAndReact(entry.type, entry.data, entry.id, !entry.shown);
+  for (const id of room.players.map((p) => p.id)) if (!lastSeen.has(id)) lastSeen.set(id, Date.now());
+  if (first && wantsHost && room.host !== me.id) showNote(alreadyHosted());
+  if (first) {
+    const others = room.players.filter((p) => p.id !== me.id);
+    synced(`You joined; ${others.map((p) => `${p.name}${p.id === room.host ? " (host)" : ""}`).join(", ") || "nobody else"} ${others.length === 1 ? "is" : "are"} here`);
+  } else {
+    logLine($("activity"), "synced", `${room.nameOf(data.from)} sent the room's state`);
+    render();
+  }
+}
+
+function synced(text) {
+  logLine($("activity"), "self", text);
+  $("room").dataset.synced = "true";
+  render();
+}
+
+/**
+ * Answers a newcomer's `join` with a snapshot: at once from the host (or the
+ * most senior player when nobody hosts), later from the others in order of
+ * seniority, unless someone answered first. The snapshot is taken when it is
+ * sent, with the id of the last message it holds.
+ */
+function scheduleReply(joinData) {
+  const { nonce, id } = joinData;
+  if (replied.has(nonce) || replyTimers.has(nonce)) return;
+  const rank = room.roster.responders(id).indexOf(me.id);
+  if (rank < 0) return;
+  const send = () => {
+    replyTimers.delete(nonce);
+    if (replied.has(nonce) || !room) return;
+    const data = { for: id, nonce, from: me.id, after: lastApplied, state: room.toJSON() };
+    publish({ topic: topic("players"), type: "snapshot", data }).catch((error) =>
+      showError($("room-error"), `Could not send the room to ${joinData.name}: ${error.message}`),
+    );
+  };
+  if (rank === 0) send();
+  else replyTimers.set(nonce, setTimeout(send, rank * REPLY_STEP_MS));
+}
+
+/** Says this player is alive and checks who went silent. */
+function sayAlive() {
+  if (!room || leaving) return;
+  publish({ topic: topic("alive"), type: "alive", data: { id: me.id }, exclude: connectionId }).catch(() => {});
+  const now = Date.now();
+  const silent = (id) => id !== me.id && now - (lastSeen.get(id) ?? now) > SILENCE_MS;
+  // The host, else the most senior player still heard, declares the silent ones gone.
+  const warden = room.roster.responders(null).find((id) => !silent(id));
+  if (warden !== me.id) return;
+  for (const player of room.players) {
+    if (!silent(player.id) || declaredGone.has(player.id)) continue;
+    declaredGone.add(player.id);
+    const reason = `not heard from for ${Math.round(SILENCE_MS / 1000)} s`;
+    publish({ topic: topic("players"), type: "leave", data: { id: player.id, reason } }).catch(() => declaredGone.delete(player.id));
+  }
 }
 
 /** Tells the room this player left; runs while the tab closes, so `keepalive`. */
 function announceLeave() {
   if (!me || !connectionId) return Promise.resolve();
-  const message = { topic: topic("players"), type: "leave", data: { id: me.id, name: me.name }, exclude: connectionId };
+  const message = { topic: topic("players"), type: "leave", data: { id: me.id }, exclude: connectionId };
   return publish(message, { keepalive: true });
 }
 
 // Closing the tab: `pagehide` is the reliable signal (`beforeunload` too for
 // browsers that skip it); `keepalive` lets the publish outlive the page.
-let leaving = false;
 function leaveOnClose() {
   if (leaving) return;
   leaving = true;
@@ -115,82 +276,26 @@ function leaveOnClose() {
 $("leave").addEventListener("click", async () => {
   leaving = true;
   await announceLeave().catch(() => {});
-  location.reload();
+  location.assign(`quiz.html?${new URLSearchParams({ room: roomName, name: me.name })}`);
 });
 
-function onJoin(player) {
-  const echo = player.id === me.id; // `exclude` should make this impossible
-  players.set(player.id, player);
-  logLine($("activity"), "join", `${player.name}${echo ? " (you)" : ""} joined`);
-  render();
-  // Let the newcomer know who is here, and, from the host, where the quiz is.
-  const data = { ...me, question: me.host && !finished ? current : null };
-  publish({ topic: topic("players"), type: "here", data, exclude: connectionId }).catch((error) =>
-    showError($("room-error"), `Could not greet ${player.name}: ${error.message}`),
-  );
-}
-
-function onHere(player) {
-  if (!players.has(player.id)) {
-    players.set(player.id, player);
-    logLine($("activity"), "here", `${player.name} is in the room${player.host ? " (host)" : ""}`);
-  }
-  if (player.question && !current) showQuestion(player.question);
-  render();
-}
-
-function onLeave(player) {
-  if (!players.delete(player.id)) return;
-  logLine($("activity"), "leave", `${player.name} left`);
-  render();
-}
-
-function onQuestion(question) {
-  reveal(question.reveal);
-  showQuestion(question);
-  logLine($("activity"), "question", `Question ${question.n} of ${question.total}`);
-}
-
-function onFinish(data) {
-  reveal(data.reveal);
-  finished = true;
-  current = null;
-  logLine($("activity"), "finish", "The quiz is over");
-  render();
-}
-
-function onAnswer(answer) {
-  if (!answers.has(answer.n)) answers.set(answer.n, new Map());
-  answers.get(answer.n).set(answer.player, answer.choice);
-  if (answer.n === current?.n) logLine($("activity"), "answer", `${nameOf(answer.player)} answered`);
-  render();
-}
-
-/** Scores the answers to question `n` once the host reveals the right choice. */
-function reveal(result) {
-  if (!result) return;
-  for (const [player, choice] of answers.get(result.n) ?? []) {
-    if (choice === result.correct) scores.set(player, (scores.get(player) ?? 0) + 1);
-  }
-  logLine($("activity"), "reveal", `Answer to question ${result.n}: ${result.answer}`);
-}
-
-function showQuestion(question) {
-  current = question;
-  render();
-}
-
-// Host controls: the host publishes each question and reveals the previous answer.
-$("start").addEventListener("click", () => hostPublish("question", questionData(0)));
+// Host controls: the host publishes each question with the previous answer revealed.
+$("start").addEventListener("click", () => hostPublish("question", questionData(0, room.round + 1)));
+$("again").addEventListener("click", () => hostPublish("question", questionData(0, room.round + 1)));
 $("next").addEventListener("click", () => {
-  const n = current.n;
-  if (n < QUESTIONS.length) hostPublish("question", questionData(n));
-  else hostPublish("finish", { reveal: revealData(n) });
+  const n = room.question.n;
+  if (n < QUESTIONS.length) hostPublish("question", questionData(n, room.round));
+  else hostPublish("finish", { by: me.id, round: room.round, reveal: revealData(n) });
 });
+$("take-host").addEventListener("click", () =>
+  publish({ topic: topic("players"), type: "host", data: { id: me.id } }).catch((error) =>
+    showError($("room-error"), `Could not take the host seat: ${error.message}`),
+  ),
+);
 
-function questionData(index) {
+function questionData(index, round) {
   const { text, choices } = QUESTIONS[index];
-  return { n: index + 1, total: QUESTIONS.length, text, choices, reveal: index > 0 ? revealData(index) : null };
+  return { by: me.id, round, n: index + 1, total: QUESTIONS.length, text, choices, reveal: index > 0 ? revealData(index) : null };
 }
 
 function revealData(n) {
@@ -208,33 +313,54 @@ async function hostPublish(type, data) {
 }
 
 async function answer(choice) {
-  const n = current.n;
+  const { n } = room.question;
   $("room-error").hidden = true;
   for (const button of $("choices").children) button.disabled = true;
   $("choices").children[choice].classList.add("chosen");
   try {
-    await publish({ topic: topic("answers"), type: "answer", data: { player: me.id, n, choice } });
+    await publish({ topic: topic("answers"), type: "answer", data: { round: room.round, player: me.id, n, choice } });
   } catch (error) {
     showError($("room-error"), `Could not send your answer: ${error.message}. Try again.`);
-    render();
+    for (const button of $("choices").children) {
+      button.disabled = false;
+      button.classList.remove("chosen");
+    }
   }
 }
 
 function render() {
-  const answered = (id) => current && answers.get(current.n)?.has(id);
-  $("lobby").hidden = Boolean(current) || finished;
-  $("question").hidden = !current;
-  $("results").hidden = !finished;
-  $("start").hidden = Boolean(current) || finished;
-  $("next").hidden = !current;
-  if (current) {
-    $("next").textContent = current.n < current.total ? "Next question" : "Finish quiz";
-    $("question-number").textContent = `Question ${current.n} of ${current.total}`;
-    $("question-text").textContent = current.text;
-    if ($("choices").dataset.n !== String(current.n)) {
-      $("choices").dataset.n = current.n;
+  if (!room) {
+    $("lobby").hidden = false;
+    $("lobby-text").textContent = "Looking for the players in this room…";
+    for (const id of ["question", "results", "host-controls", "no-host"]) $(id).hidden = true;
+    return;
+  }
+  const hosting = room.host === me.id;
+  const { phase, question } = room;
+  $("who").textContent = `${me.name}${hosting ? " (host)" : ""}`;
+  $("lobby").hidden = phase !== "lobby";
+  $("question").hidden = phase !== "question";
+  $("results").hidden = phase !== "finished";
+  $("host-controls").hidden = !hosting;
+  $("start").hidden = phase !== "lobby";
+  $("next").hidden = phase !== "question";
+  $("again").hidden = phase !== "finished";
+  $("no-host").hidden = room.host !== null;
+  const hostName = room.host === null ? null : room.nameOf(room.host);
+  $("lobby-text").textContent = hosting
+    ? "Players join with the same room name. Start when everyone is in."
+    : hostName
+      ? `Waiting for ${hostName} (the host) to start the quiz…`
+      : "Nobody hosts this room yet.";
+  if (phase === "question") {
+    $("next").textContent = question.n < question.total ? "Next question" : "Finish quiz";
+    $("question-number").textContent = `Question ${question.n} of ${question.total}`;
+    $("question-text").textContent = question.text;
+    const key = `${room.round}:${question.n}`;
+    if ($("choices").dataset.key !== key) {
+      $("choices").dataset.key = key;
       $("choices").replaceChildren(
-        ...current.choices.map((text, i) => {
+        ...question.choices.map((text, i) => {
           const button = document.createElement("button");
           button.className = "secondary";
           button.textContent = text;
@@ -243,41 +369,61 @@ function render() {
         }),
       );
     }
-    const mine = answers.get(current.n)?.get(me.id);
-    if (mine !== undefined) for (const button of $("choices").children) button.disabled = true;
-    const done = [...players.keys()].filter(answered).length;
+    const mine = room.answers.get(me.id);
+    if (mine !== undefined) {
+      for (const button of $("choices").children) button.disabled = true;
+      $("choices").children[mine]?.classList.add("chosen");
+    }
+    const done = room.players.filter((p) => room.hasAnswered(p.id)).length;
     $("answer-note").textContent =
-      mine !== undefined ? `Answer sent. ${done} of ${players.size} players answered.` : "Pick an answer.";
+      mine !== undefined ? `Answer sent. ${done} of ${room.players.length} players answered.` : "Pick an answer.";
   }
   $("players").replaceChildren(
-    ...[...players.values()].map((p) => {
+    ...room.players.map((p) => {
       const item = document.createElement("li");
       item.dataset.name = p.name;
-      item.dataset.answered = String(Boolean(answered(p.id)));
+      item.dataset.answered = String(room.hasAnswered(p.id));
+      item.dataset.host = String(p.id === room.host);
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = p.name;
+      name.title = p.name;
       item.append(name);
       if (p.id === me.id) item.append(tag("you", "accent"));
-      if (p.host) item.append(tag("host"));
-      if (current) item.append(answered(p.id) ? tag("✓ answered", "ok") : tag("thinking…", "warn"));
+      if (p.id === room.host) item.append(tag("host"));
+      if (phase === "question") item.append(room.hasAnswered(p.id) ? tag("✓ answered", "ok") : tag("thinking…", "warn"));
       const score = document.createElement("span");
       score.className = "score";
-      score.textContent = `${scores.get(p.id) ?? 0} pt`;
+      score.textContent = `${room.scores.get(p.id) ?? 0} pt`;
       item.append(score);
       return item;
     }),
   );
-  if (finished) {
-    const ranked = [...players.values()].sort((a, b) => (scores.get(b.id) ?? 0) - (scores.get(a.id) ?? 0));
+  if (phase === "finished") {
     $("ranking").replaceChildren(
-      ...ranked.map((p) => {
+      ...room.final.map((row) => {
         const item = document.createElement("li");
-        item.textContent = `${p.name} — ${scores.get(p.id) ?? 0} of ${QUESTIONS.length}`;
+        item.value = row.rank;
+        item.dataset.name = row.name;
+        item.dataset.score = row.score;
+        item.dataset.left = String(!room.roster.has(row.id));
+        item.append(`${row.name} — ${row.score} of ${QUESTIONS.length}`);
+        if (row.id === me.id) item.append(" ", tag("you", "accent"));
+        if (!room.roster.has(row.id)) item.append(" ", tag("left"));
+        if (row.rank === 1 && row.score > 0) item.append(" ", tag("winner", "ok"));
         return item;
       }),
     );
   }
+}
+
+function alreadyHosted() {
+  return `${room.nameOf(room.host)} already hosts this room: you play. When the host leaves, the longest-present player hosts.`;
+}
+
+function showNote(text) {
+  $("room-note").textContent = text;
+  $("room-note").hidden = false;
 }
 
 function showError(element, text) {

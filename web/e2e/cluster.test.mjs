@@ -14,6 +14,7 @@ import {
   joinRoom,
   lastOpenedAt,
   waitForActivity,
+  waitForInstance,
   waitForPlayer,
   waitForQuestion,
   waitForState,
@@ -33,13 +34,13 @@ test("two instances with Redis: players on different instances share the room; o
   try {
     let a;
     try {
-      a = await startServer({ redis: redisUrl, streamKey });
+      a = await startServer({ redis: redisUrl, streamKey, instance: { n: 1, of: 2 } });
     } catch (error) {
       if (/not available in this build/.test(error.message)) return t.skip("tidings-server has no cluster mode yet");
       throw error;
     }
     stops.push(() => a.stop());
-    const b = await startServer({ redis: redisUrl, streamKey });
+    const b = await startServer({ redis: redisUrl, streamKey, instance: { n: 2, of: 2 } });
     stops.push(() => b.stop());
     const toA = await startFailoverProxy([a.origin, b.origin]);
     stops.push(() => toA.stop());
@@ -50,7 +51,12 @@ test("two instances with Redis: players on different instances share the room; o
     const alice = await joinRoom(browser, toA.origin, { room, name: "Alice", host: true });
     const bob = await joinRoom(browser, toB.origin, { room, name: "Bob" });
     await waitForActivity(alice, "join", "Bob joined");
-    await waitForActivity(bob, "here", "Alice is in the room");
+    await waitForActivity(bob, "self", "Alice (host) is here");
+    // Each page names the instance that serves it (not the proxy in front).
+    await waitForInstance(alice, a.listen, "1");
+    await waitForInstance(bob, b.listen, "2");
+    assert.match(await alice.textContent("#instance"), new RegExp(`instance 1 of 2 · ${a.listen}`));
+    assert.match(await alice.getAttribute("#instance", "title"), new RegExp(streamKey));
     assert.equal(toA.requests.get(b.origin), 0, "Alice's traffic went to instance A only");
     assert.equal(toB.requests.get(a.origin), 0, "Bob's traffic went to instance B only");
 
@@ -77,6 +83,7 @@ test("two instances with Redis: players on different instances share the room; o
     await waitForState(alice, "open");
     assert.ok((await lastOpenedAt(alice)) > answeredAt, "Alice reconnected before Bob answered: the gap was not tested");
     assert.ok(toA.requests.get(b.origin) > 0, "Alice's page was not moved to instance B");
+    await waitForInstance(alice, b.listen, "2");
     assert.equal(await countActivity(alice, "answer", "Bob answered"), 1, "Bob's answer exactly once");
 
     // The quiz goes on with everyone on B.

@@ -3,7 +3,7 @@
 // Run: scripts/test-e2e.sh
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { screenshot, screenshotOpenPages, screenshotSideBySide, startBrowser, startServer, unique } from "./support/harness.mjs";
+import { screenshot, screenshotOpenPages, screenshotSideBySide, shotsOnFailure, startBrowser, startServer, unique } from "./support/harness.mjs";
 import {
   activity,
   answer,
@@ -12,7 +12,11 @@ import {
   joinRoom,
   lastOpenedAt,
   players,
+  ranking,
+  roomState,
+  showsHostControls,
   waitForActivity,
+  waitForHost,
   waitForPlayer,
   waitForPlayerGone,
   waitForQuestion,
@@ -27,24 +31,21 @@ after(async () => {
   await browser?.close();
 });
 
-test("two players: each sees the other join (no echo of their own), answers reach both, a closed tab leaves", { timeout: 120_000 }, async () => {
+test("two players: each sees the other join, answers reach both, a closed tab leaves", { timeout: 120_000 }, async () => {
   const server = await startServer();
   try {
     const room = "rustaceans"; // this test's own server: no other test shares the room
-    const alice = await joinRoom(browser, server.origin, { room, name: "Alice", host: true });
-    const bob = await joinRoom(browser, server.origin, { room, name: "Bob" });
+    const alice = await joinRoom(browser, server.origin, { room, name: "Alice", host: true, query: { silence: 8 } });
+    const bob = await joinRoom(browser, server.origin, { room, name: "Bob", query: { silence: 8 } });
 
-    // Alice hears Bob's join; Bob learns about Alice from her reply.
+    // Alice hears Bob's join; Bob learns about Alice from the room's snapshot.
     await waitForActivity(alice, "join", "Bob joined");
-    await waitForActivity(bob, "here", "Alice is in the room");
-    // Each player's own join was published before what they just saw, on the
-    // same topic, so an echo would already be on screen. `exclude` kept it out.
-    for (const page of [alice, bob]) {
-      const joins = (await activity(page)).filter((e) => e.kind === "join").map((e) => e.text);
-      assert.ok(!joins.some((text) => text.includes(page.playerName)), `${page.playerName} got an echo of their own join: ${joins}`);
-    }
-    assert.deepEqual(Object.keys(await players(alice)).sort(), ["Alice", "Bob"]);
-    assert.deepEqual(Object.keys(await players(bob)).sort(), ["Alice", "Bob"]);
+    await waitForActivity(bob, "self", "Alice (host) is here");
+    assert.deepEqual(Object.keys(await players(alice)), ["Alice", "Bob"]);
+    assert.deepEqual(Object.keys(await players(bob)), ["Alice", "Bob"]);
+    // Keep-alive pings go out with `exclude`: each page hears the other's, never its own.
+    for (const page of [alice, bob]) await page.waitForFunction(() => window.tidingsDemo.alivesHeard > 0);
+    for (const page of [alice, bob]) assert.equal(await page.evaluate(() => window.tidingsDemo.ownAliveEchoes ?? 0), 0);
 
     // The host starts; both see the question; each answer shows on both pages.
     await alice.click("#start");
@@ -146,3 +147,198 @@ test("the server restarts mid-quiz: both pages reconnect by themselves and see w
     await server.stop();
   }
 });
+
+/** Plays one question: each `[page, choice]` answers, then everyone sees all answers. */
+async function playQuestion(n, answers, everyone) {
+  for (const page of everyone) await waitForQuestion(page, n);
+  for (const [page, choice] of answers) await answer(page, choice);
+  for (const page of everyone) for (const [player] of answers) await waitForPlayer(page, player.playerName, { answered: true });
+}
+
+// Correct choices of the demo's four questions (quiz.js QUESTIONS).
+const RIGHT = [1, 2, 1, 1];
+const WRONG = [0, 0, 0, 0];
+
+test("final scores: best first, ties share a rank, a player who leaves after the end stays in them, and the host can play again", { timeout: 180_000 }, shotsOnFailure("quiz-final-scores", async () => {
+  const server = await startServer();
+  try {
+    const room = unique("final");
+    const alice = await joinRoom(browser, server.origin, { room, name: "Alice", host: true });
+    const bob = await joinRoom(browser, server.origin, { room, name: "Bob" });
+    const carol = await joinRoom(browser, server.origin, { room, name: "Carol" });
+    const everyone = [alice, bob, carol];
+    await waitForPlayer(alice, "Carol");
+    await waitForPlayer(bob, "Carol");
+
+    // Bob gets all four right; Alice and Carol two each; the winner joined second.
+    await alice.click("#start");
+    for (let q = 0; q < 4; q++) {
+      const right = (page, yes) => [page, yes ? RIGHT[q] : WRONG[q]];
+      await playQuestion(q + 1, [right(alice, q < 2), right(bob, true), right(carol, q >= 2)], everyone);
+      await alice.click("#next");
+    }
+    const expected = [
+      { rank: 1, name: "Bob", score: 4, left: false },
+      { rank: 2, name: "Alice", score: 2, left: false },
+      { rank: 2, name: "Carol", score: 2, left: false },
+    ];
+    for (const page of everyone) {
+      await page.waitForSelector("#results", { state: "visible" });
+      assert.deepEqual(await ranking(page), expected, `${page.playerName}'s final scores`);
+    }
+    await screenshot(carol, "quiz-final-scores");
+
+    // The winner leaves: still first, marked as gone; the players list drops him.
+    await bob.close({ runBeforeUnload: true });
+    for (const page of [alice, carol]) {
+      await waitForPlayerGone(page, "Bob");
+      assert.deepEqual(await ranking(page), [{ ...expected[0], left: true }, expected[1], expected[2]]);
+    }
+    await screenshot(carol, "quiz-final-scores-winner-left");
+
+    // Only the host sees "Play again"; it starts a new game with fresh scores.
+    assert.equal(await carol.locator("#again").isVisible(), false);
+    await alice.click("#again");
+    for (const page of [alice, carol]) {
+      await waitForQuestion(page, 1);
+      const list = await players(page);
+      assert.deepEqual(Object.keys(list), ["Alice", "Carol"]);
+      for (const name of ["Alice", "Carol"]) assert.match(list[name].text, /0 pt/);
+      assert.equal(await countActivity(page, "question", "Game 2: question 1 of 4"), 1);
+    }
+    await screenshot(alice, "quiz-play-again");
+    assert.deepEqual([...alice.errors, ...carol.errors], []);
+  } finally {
+    await server.stop();
+  }
+}));
+
+test("a late joiner gets the room's state: the question, who already answered, the scores, and the same final ranking", { timeout: 180_000 }, shotsOnFailure("quiz-late-joiner", async () => {
+  const server = await startServer();
+  try {
+    const room = unique("late");
+    const alice = await joinRoom(browser, server.origin, { room, name: "Alice", host: true });
+    const bob = await joinRoom(browser, server.origin, { room, name: "Bob" });
+    await waitForPlayer(alice, "Bob");
+    await alice.click("#start");
+    await playQuestion(1, [[bob, RIGHT[0]], [alice, WRONG[0]]], [alice, bob]);
+    await alice.click("#next");
+    await playQuestion(2, [[bob, RIGHT[1]]], [alice, bob]);
+
+    // Carol arrives during question 2: Bob has answered it, Alice has not.
+    const carol = await joinRoom(browser, server.origin, { room, name: "Carol" });
+    await waitForQuestion(carol, 2);
+    const list = await players(carol);
+    assert.deepEqual(Object.keys(list), ["Alice", "Bob", "Carol"]);
+    assert.equal(list.Bob.answered, true, "Bob answered before Carol came");
+    assert.equal(list.Alice.answered, false);
+    assert.match(list.Bob.text, /1 pt/);
+    assert.match(list.Alice.text, /host/);
+    await screenshot(carol, "quiz-late-joiner");
+    // Every page holds the same room.
+    const state = await roomState(alice);
+    assert.deepEqual(await roomState(bob), state);
+    assert.deepEqual(await roomState(carol), state);
+
+    // The game goes on with Carol; everyone ends with the same ranking.
+    await answer(alice, RIGHT[1]);
+    await answer(carol, RIGHT[1]);
+    for (const page of [alice, bob, carol]) await waitForPlayer(page, "Carol", { answered: true });
+    await alice.click("#next");
+    await playQuestion(3, [[alice, RIGHT[2]], [bob, WRONG[2]], [carol, RIGHT[2]]], [alice, bob, carol]);
+    await alice.click("#next");
+    await playQuestion(4, [[alice, RIGHT[3]], [bob, RIGHT[3]], [carol, WRONG[3]]], [alice, bob, carol]);
+    await alice.click("#next");
+    const expected = [
+      { rank: 1, name: "Alice", score: 3, left: false },
+      { rank: 1, name: "Bob", score: 3, left: false },
+      { rank: 3, name: "Carol", score: 2, left: false },
+    ];
+    for (const page of [alice, bob, carol]) {
+      await page.waitForSelector("#results", { state: "visible" });
+      assert.deepEqual(await ranking(page), expected, `${page.playerName}'s final scores`);
+    }
+  } finally {
+    await server.stop();
+  }
+}));
+
+test("one host per room: a second would-be host plays; hosting passes on when the host closes the tab, and when a host's tab dies without a goodbye", { timeout: 180_000 }, shotsOnFailure("quiz-one-host", async () => {
+  const server = await startServer();
+  try {
+    const room = unique("host");
+    // `silence: 4`: a page not heard from for 4 s counts as gone (90 s by default).
+    const query = { silence: 4 };
+    const alice = await joinRoom(browser, server.origin, { room, name: "Alice", host: true, query });
+    const bob = await joinRoom(browser, server.origin, { room, name: "Bob", host: true, query });
+    const carol = await joinRoom(browser, server.origin, { room, name: "Carol", host: true, query });
+    for (const page of [alice, bob, carol]) await waitForHost(page, "Alice");
+    assert.equal(await showsHostControls(alice), true);
+    for (const page of [bob, carol]) {
+      assert.equal(await showsHostControls(page), false, `${page.playerName} got host controls`);
+      assert.match(await page.textContent("#room-note"), /Alice already hosts this room/);
+    }
+    await screenshot(bob, "quiz-second-host-plays");
+
+    // Alice closes her tab: the most senior player left, Bob, hosts.
+    await alice.close({ runBeforeUnload: true });
+    for (const page of [bob, carol]) {
+      await waitForActivity(page, "leave", "Alice left");
+      await waitForHost(page, "Bob");
+    }
+    await bob.waitForSelector("#host-controls", { state: "visible" });
+    assert.equal(await showsHostControls(carol), false);
+    await bob.click("#start");
+    await waitForQuestion(carol, 1);
+
+    // Bob's tab crashes mid-question: no goodbye. Carol stops hearing him,
+    // declares him gone, and hosts; the game goes on.
+    const cdp = await bob.context().newCDPSession(bob);
+    cdp.send("Page.crash").catch(() => {}); // answers never: the page is gone
+    await waitForActivity(carol, "leave", "Bob left (not heard from");
+    await waitForHost(carol, "Carol");
+    await carol.waitForSelector("#host-controls", { state: "visible" });
+    await carol.click("#next");
+    await waitForQuestion(carol, 2);
+    await screenshot(carol, "quiz-host-gone-without-goodbye");
+    assert.deepEqual(carol.errors, []);
+  } finally {
+    await server.stop();
+  }
+}));
+
+test("the players list stays on one line per player at 1280 px, long names included", { timeout: 120_000 }, shotsOnFailure("quiz-layout", async () => {
+  const server = await startServer();
+  try {
+    const room = unique("layout");
+    const host = await joinRoom(browser, server.origin, { room, name: "Maximilian-Alexandra-Q", host: true });
+    const player = await joinRoom(browser, server.origin, { room, name: "Bartholomew Fitzgerald" });
+    await player.setViewportSize({ width: 1280, height: 800 });
+    await waitForPlayer(host, "Bartholomew Fitzgerald");
+    await host.click("#start");
+    await waitForQuestion(player, 1);
+    await answer(player, 1);
+    await answer(host, 1);
+    await waitForPlayer(player, "Maximilian-Alexandra-Q", { answered: true });
+    const rows = await player.$$eval("#players li", (items) =>
+      items.map((li) => {
+        const card = li.closest(".card").getBoundingClientRect();
+        const boxes = [...li.children].map((child) => child.getBoundingClientRect());
+        return {
+          name: li.dataset.name,
+          lines: new Set(boxes.map((b) => Math.round(b.top + b.height / 2))).size,
+          tagHeights: [...li.querySelectorAll(".tag")].map((t) => t.getBoundingClientRect().height),
+          inside: boxes.every((b) => b.right <= card.right - 8),
+        };
+      }),
+    );
+    await screenshot(player, "quiz-1280");
+    for (const row of rows) {
+      assert.equal(row.lines, 1, `${row.name}'s row wraps: ${JSON.stringify(row)}`);
+      assert.ok(Math.max(...row.tagHeights) < 2 * Math.min(...row.tagHeights), `a tag wraps in ${row.name}'s row`);
+      assert.ok(row.inside, `${row.name}'s row overflows the card`);
+    }
+  } finally {
+    await server.stop();
+  }
+}));

@@ -2,7 +2,8 @@
 // serve web/demo (127.0.0.1, port 0, stopped by pid), a failover proxy in
 // front of several instances, and headless Debian Chromium.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,11 +20,24 @@ export const jwtSecret = "demo-e2e-secret-0123456789abcdef0123";
 
 /**
  * Starts `tidings-server` with the demo and `quiz:>` public; resolves once it
- * prints `listening on http://ADDR`. `stop()` sends SIGKILL (a crash) unless
- * given another signal, and resolves when the process is gone.
+ * prints `listening on http://ADDR`. Like `scripts/demo`, it serves a
+ * directory of links to web/demo's files plus a `demo-run.json` for this
+ * instance (`instance` {n, of}; `tenants`: demo tokens to mint; `demoRun:
+ * false` leaves the file out, like a server started by hand). `stop()` sends
+ * SIGKILL (a crash) unless given another signal, and resolves when the
+ * process is gone.
  */
-export async function startServer({ listen = "127.0.0.1:0", redis, streamKey, args = [] } = {}) {
-  const argv = ["--listen", listen, "--demo-dir", demoDir, "--public", "quiz:>", "--jwt-secret", jwtSecret, ...args];
+export async function startServer({
+  listen = "127.0.0.1:0",
+  redis,
+  streamKey,
+  args = [],
+  instance = { n: 1, of: 1 },
+  tenants = ["acme", "globex"],
+  demoRun = true,
+} = {}) {
+  const site = demoSite();
+  const argv = ["--listen", listen, "--demo-dir", site, "--public", "quiz:>", "--jwt-secret", jwtSecret, ...args];
   if (redis) argv.push("--redis", redis);
   if (redis && streamKey && serverHelp().includes("--redis-stream-key")) argv.push("--redis-stream-key", streamKey);
   const child = spawn(serverBin, argv, {
@@ -33,6 +47,7 @@ export async function startServer({ listen = "127.0.0.1:0", redis, streamKey, ar
   let output = "";
   child.stderr.on("data", (chunk) => (output += chunk));
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  exited.then(() => rmSync(site, { recursive: true, force: true }));
   const origin = await new Promise((resolve, reject) => {
     const onData = (chunk) => {
       output += chunk;
@@ -46,9 +61,17 @@ export async function startServer({ listen = "127.0.0.1:0", redis, streamKey, ar
     child.stdout.on("data", onData);
     exited.then(({ code, signal }) => reject(new Error(`tidings-server ${argv.join(" ")} exited (${code ?? signal}):\n${output}`)));
   });
+  const address = new URL(origin).host;
+  if (demoRun) {
+    const run = {
+      instance: { ...instance, address, engine: redis ? "redis" : "memory", ...(redis ? { streamKey } : {}) },
+      tenants: Object.fromEntries(tenants.map((t) => [t, tenantToken(t)])),
+    };
+    writeFileSync(path.join(site, "demo-run.json"), JSON.stringify(run));
+  }
   return {
     origin,
-    listen: new URL(origin).host,
+    listen: address,
     pid: child.pid,
     output: () => output,
     stop(signal = "SIGKILL") {
@@ -56,6 +79,18 @@ export async function startServer({ listen = "127.0.0.1:0", redis, streamKey, ar
       return exited;
     },
   };
+}
+
+/** A fresh directory of links to web/demo's files, as `scripts/demo` serves. */
+function demoSite() {
+  const site = mkdtempSync(path.join(os.tmpdir(), "tidings-demo-site-"));
+  for (const name of readdirSync(demoDir)) symlinkSync(path.join(demoDir, name), path.join(site, name));
+  return site;
+}
+
+/** A tenant's demo token: subscribe and publish to `order:status:TENANT:>`. */
+export function tenantToken(tenant, ttl = "1h") {
+  return mintToken({ subscribe: [`order:status:${tenant}:>`], publish: [`order:status:${tenant}:>`], ttl });
 }
 
 let help;

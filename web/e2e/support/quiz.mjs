@@ -2,16 +2,46 @@
 // reading what it shows.
 import { newPlayerPage } from "./harness.mjs";
 
-/** Opens the quiz page at `origin`, fills in the join form and waits for the room. */
-export async function joinRoom(browser, origin, { room, name, host = false }) {
-  const page = await newPlayerPage(browser, `${origin}/quiz.html`);
+/**
+ * Opens the quiz page at `origin`, fills in the join form and waits until
+ * the page knows the room (a snapshot from the room, or none: an empty room).
+ * `query`: extra query parameters of the page (e.g. `{silence: 4}`).
+ */
+export async function joinRoom(browser, origin, { room, name, host = false, query = {} }) {
+  const search = new URLSearchParams(query).toString();
+  const page = await newPlayerPage(browser, `${origin}/quiz.html${search ? `?${search}` : ""}`);
   page.playerName = name;
   await page.fill("#nickname", name);
   await page.fill("#room-name", room);
   if (host) await page.check("#as-host");
   await page.click("#join-form button[type=submit]");
-  await page.waitForSelector("#room", { state: "visible" });
+  await page.waitForSelector("#room[data-synced=true]", { state: "visible" });
   return page;
+}
+
+/** Waits until the page shows `name` as the room's host (and only them). */
+export function waitForHost(page, name) {
+  return page.waitForFunction((name) => {
+    const hosts = [...document.querySelectorAll('#players li[data-host="true"]')].map((li) => li.dataset.name);
+    return hosts.length === 1 && hosts[0] === name;
+  }, name);
+}
+
+/** Whether the page shows the host controls. */
+export function showsHostControls(page) {
+  return page.locator("#host-controls").isVisible();
+}
+
+/** The final ranking on screen: `[{rank, name, score, left}]`. */
+export function ranking(page) {
+  return page.$$eval("#ranking li", (items) =>
+    items.map((li) => ({ rank: li.value, name: li.dataset.name, score: Number(li.dataset.score), left: li.dataset.left === "true" })),
+  );
+}
+
+/** The room as the page holds it (QuizRoom.toJSON()). */
+export function roomState(page) {
+  return page.evaluate(() => window.tidingsDemo.room());
 }
 
 /** The activity log, oldest first: `[{kind, text}]`. */
@@ -99,4 +129,15 @@ export async function blockStream(page) {
   const refuse = (route) => route.abort("connectionrefused");
   await page.route(isStream, refuse);
   return () => page.unroute(isStream, refuse);
+}
+
+/** Waits until the page's header names instance `n` at `address` as the one serving it. */
+export function waitForInstance(page, address, n) {
+  return page.waitForFunction(
+    ([address, n]) => {
+      const shown = document.getElementById("instance");
+      return shown.dataset.address === address && shown.dataset.n === n;
+    },
+    [address, n],
+  );
 }
