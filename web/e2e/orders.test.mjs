@@ -3,7 +3,7 @@
 // Run: scripts/test-e2e.sh
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { mintToken, newPlayerPage, publish, screenshot, shotsOnFailure, startBrowser, startServer } from "./support/harness.mjs";
+import { newPlayerPage, publish, screenshot, shotsOnFailure, startBrowser, startServer, tenantToken } from "./support/harness.mjs";
 
 let browser, server;
 before(async () => {
@@ -15,12 +15,17 @@ after(async () => {
   await server?.stop();
 });
 
-const tokenFor = (tenant) => mintToken({ subscribe: [`order:status:${tenant}:>`], publish: [`order:status:${tenant}:>`] });
+const tokenFor = (tenant) => tenantToken(tenant);
+const boardLink = (tenant, token) => `${server.origin}/orders.html#tenant=${tenant}&token=${token}`;
 
 async function openBoard(tenant, token) {
-  const page = await newPlayerPage(browser, `${server.origin}/orders.html#tenant=${tenant}&token=${token}`);
-  await page.waitForFunction(() => window.tidingsDemo.states.at(-1)?.kind === "open");
+  const page = await newPlayerPage(browser, boardLink(tenant, token));
+  await waitForLive(page);
   return page;
+}
+
+function waitForLive(page) {
+  return page.waitForFunction(() => window.tidingsDemo.states.at(-1)?.kind === "open");
 }
 
 /** Publishes a status change with the page's form; returns the id it shows. */
@@ -87,12 +92,17 @@ test("a token for tenant acme cannot watch or publish to globex: 403 in the page
   await waitForRow(page, "8", "placed");
   assert.equal(await page.locator('#orders tr[data-order="7"]').count(), 0, "globex's order on acme's board");
 
+  // A publish on acme's board, then a switch: the form forgets acme's result.
+  await publishWithForm(page, "9", "paid");
+  assert.match(await page.textContent("#publish-result"), /Published 9 → paid/);
+
   // Watching globex with acme's token: the server answers 403 and the page says so.
   await page.fill("#watch", "globex");
   await page.click("#watch-form button[type=submit]");
   await page.waitForSelector("#board-error", { state: "visible" });
   assert.match(await page.textContent("#board-error"), /HTTP 403/);
   await page.waitForSelector('#state[data-state="denied"]');
+  assert.equal(await page.textContent("#publish-result"), "", "acme's publish result stayed after switching to globex");
   assert.equal(await page.locator("#orders tbody tr").count(), 0, "no globex order shown");
 
   // Publishing into globex with acme's token is refused too.
@@ -107,3 +117,98 @@ test("a token for tenant acme cannot watch or publish to globex: 403 in the page
   assert.equal(await globexPage.locator('#orders tr[data-order="8"]').count(), 0, "acme's order on globex's board");
   await screenshot(globexPage, "orders-globex");
 }));
+
+test("a visitor without a token reaches a board from the index page: the board offers this run's demo tenants", { timeout: 90_000 }, shotsOnFailure("orders-no-token", async () => {
+  const page = await newPlayerPage(browser, `${server.origin}/`);
+  await page.click("text=Order-status board");
+  await page.waitForURL(/\/orders\.html$/);
+  await page.waitForSelector("#no-token", { state: "visible" });
+  await page.waitForSelector("#demo-tenants a[data-tenant=acme]");
+  assert.deepEqual(await page.$$eval("#demo-tenants a", (links) => links.map((a) => a.dataset.tenant)), ["acme", "globex"]);
+  await screenshot(page, "orders-choose-tenant");
+
+  await page.click("#demo-tenants a[data-tenant=globex]");
+  await waitForLive(page);
+  assert.equal(await page.textContent("#board-title"), "Orders of globex");
+  await publishWithForm(page, "31", "packed");
+  await waitForRow(page, "31", "packed");
+  assert.deepEqual(page.errors, []);
+}));
+
+test("a server started without scripts/demo: the board says how to mint a token and takes a pasted one", { timeout: 90_000 }, shotsOnFailure("orders-paste-token", async () => {
+  const bare = await startServer({ demoRun: false });
+  try {
+    const page = await newPlayerPage(browser, `${bare.origin}/orders.html`);
+    await page.waitForSelector("#no-demo-run", { state: "visible" });
+    assert.match(await page.textContent("#no-demo-run"), /tidings-server token/);
+    await screenshot(page, "orders-no-demo-run");
+    await page.fill("#token-input", tokenFor("acme"));
+    await page.click("#token-form button[type=submit]");
+    await waitForLive(page);
+    assert.match(await page.textContent("#who"), /tenant acme/);
+  } finally {
+    await bare.stop();
+  }
+}));
+
+test("a token link pasted into an open board switches it at once, without a reload", { timeout: 90_000 }, shotsOnFailure("orders-hashchange", async () => {
+  const page = await openBoard("acme", tokenFor("acme"));
+  await page.evaluate(() => (window.sameDocument = true));
+  await page.goto(boardLink("globex", tokenFor("globex"))); // only the fragment differs: no reload
+  await page.waitForFunction(() => document.getElementById("board-title").textContent === "Orders of globex");
+  await waitForLive(page);
+  assert.equal(await page.evaluate(() => window.sameDocument), true, "the page reloaded");
+  assert.match(await page.textContent("#who"), /tenant globex/);
+  await publish(server.origin, { topic: "order:status:globex:77", type: "status", data: { order: "77", status: "paid" } }, tokenFor("globex"));
+  await waitForRow(page, "77", "paid");
+  // And the "switch tenant" link goes back to the chooser.
+  await page.click("#sign-out");
+  await page.waitForSelector("#no-token", { state: "visible" });
+  await page.waitForSelector('#state[data-state="closed"]');
+}));
+
+test("after a reload, each replayed row shows when the change happened, not when it arrived", { timeout: 90_000 }, shotsOnFailure("orders-reload-times", async () => {
+  const acme = tokenFor("acme");
+  const page = await openBoard("acme", acme);
+  // A change from a backend two hours ago, and one from the page's own form.
+  const twoHoursAgo = new Date(Date.now() - 2 * 3600_000).toISOString();
+  await publish(server.origin, { topic: "order:status:acme:501", type: "status", data: { order: "501", status: "delivered", at: twoHoursAgo } }, acme);
+  await publishWithForm(page, "502", "shipped");
+  await waitForRow(page, "501", "delivered");
+  await waitForRow(page, "502", "shipped");
+  const before = await rowTimes(page);
+
+  await page.reload();
+  await waitForLive(page);
+  await waitForRow(page, "502", "shipped");
+  const after = await rowTimes(page);
+  assert.equal(after["501"].dateTime, twoHoursAgo);
+  assert.equal(after["501"].text, await page.evaluate((at) => new Date(at).toLocaleTimeString([], { hour12: false }), twoHoursAgo));
+  assert.equal(after["502"].dateTime, before["502"].dateTime, "the form's change shows its publish time after the reload");
+  assert.ok(after["502"].published, "the form's change carries its publish time");
+  await screenshot(page, "orders-after-reload");
+}));
+
+test("the board's cards keep their spacing at 1280 px", { timeout: 90_000 }, shotsOnFailure("orders-layout", async () => {
+  const page = await openBoard("acme", tokenFor("acme"));
+  await page.setViewportSize({ width: 1280, height: 800 });
+  const gaps = await page.$$eval("#board > *:not([hidden])", (cards) => {
+    const boxes = cards.map((card) => card.getBoundingClientRect());
+    return boxes.slice(1).map((box, i) => Math.round(box.top - boxes[i].bottom));
+  });
+  await screenshot(page, "orders-1280");
+  assert.ok(gaps.length >= 2);
+  for (const gap of gaps) assert.ok(gap >= 12, `cards touch: gaps ${gaps}`);
+}));
+
+/** The Updated cell of each row: `{order: {text, dateTime, published}}`. */
+function rowTimes(page) {
+  return page.$$eval("#orders tbody tr", (rows) =>
+    Object.fromEntries(
+      rows.map((row) => {
+        const time = row.cells[2].querySelector("time");
+        return [row.dataset.order, { text: time.textContent, dateTime: time.dateTime, published: !row.cells[2].classList.contains("received") }];
+      }),
+    ),
+  );
+}
