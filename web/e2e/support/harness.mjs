@@ -100,12 +100,27 @@ function serverHelp() {
   return help;
 }
 
-/** Deletes a Redis key (a test's own stream) with `redis-cli`, if it is installed. */
+/**
+ * Deletes a test's Redis stream `key` and the engine's keys beside it
+ * (`KEY:meta`, `KEY:idem:...`) with `redis-cli`, if it is installed.
+ */
 export function deleteRedisKey(url, key) {
   try {
-    execFileSync("redis-cli", ["-u", url, "del", key], { stdio: "ignore" });
+    const beside = execFileSync("redis-cli", ["-u", url, "--scan", "--pattern", `${key}:*`]).toString().split("\n").filter(Boolean);
+    execFileSync("redis-cli", ["-u", url, "del", key, ...beside], { stdio: "ignore" });
   } catch {
-    // No redis-cli: the key stays, it is small and capped by MAXLEN.
+    // No redis-cli: the keys stay, they are small and capped by MAXLEN.
+  }
+}
+
+/** The keys `key` and `key:*` that exist in Redis (empty without redis-cli). */
+export function redisKeys(url, key) {
+  try {
+    const beside = execFileSync("redis-cli", ["-u", url, "--scan", "--pattern", `${key}:*`]).toString().split("\n").filter(Boolean);
+    const stream = execFileSync("redis-cli", ["-u", url, "exists", key]).toString().trim() === "1" ? [key] : [];
+    return [...stream, ...beside];
+  } catch {
+    return [];
   }
 }
 
