@@ -1,4 +1,4 @@
-//! The topic and pattern rules of PROTOCOL.md, one test per rule.
+//! The topic and pattern rules of docs/PROTOCOL.md, one test per rule.
 
 use tidings_core::topic::{MAX_TOPIC_LEN, Pattern, Topic, TopicError};
 

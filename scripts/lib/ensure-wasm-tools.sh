@@ -18,6 +18,6 @@ fi
 have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)"
 if [ "$have" != "$want" ]; then
   # Not --locked: the CLI's lock file wants a webpki-roots release the
-  # registry here lacks (see TOOLCHAIN.md).
+  # registry here lacks (see docs/TOOLCHAIN.md).
   cargo install wasm-bindgen-cli --version "=$want" --force
 fi

@@ -3,7 +3,7 @@
 //! A tokio + axum adapter around [`tidings_core`]: `GET /events` streams
 //! pre-encoded SSE frames from the core broker, `POST /publish` feeds it,
 //! with JWT auth, limits, metrics and graceful shutdown. The HTTP contract
-//! is `PROTOCOL.md`.
+//! is `docs/PROTOCOL.md`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), tidings_server::StartError> {

@@ -13,7 +13,7 @@
 // found by their silence: every page sends `alive` now and then, and the
 // host (or the most senior player still heard) declares a silent one gone,
 // which hands hosting over when it was the host. Server-side presence
-// (PROTOCOL.md) will replace the pings and the silence check.
+// (docs/PROTOCOL.md) will replace the pings and the silence check.
 import { connect, debug, logLine, publish, showInstance, tag, trackState } from "./common.js";
 import { QuizRoom } from "./room.js";
 

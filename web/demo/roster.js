@@ -5,7 +5,7 @@
 //
 // Today the roster is fed by the demo's own `join`/`leave` messages and a
 // snapshot from another player. When the server's presence lands
-// (PROTOCOL.md: `GET /presence`, `tidings.join`/`tidings.leave` with
+// (docs/PROTOCOL.md: `GET /presence`, `tidings.join`/`tidings.leave` with
 // `presence=1`), the same `add`/`remove` calls are fed from those instead,
 // and the demo's keep-alive pings and silence checks go away.
 

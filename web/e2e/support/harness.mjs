@@ -194,7 +194,7 @@ export async function startFailoverProxy(upstreams) {
   };
 }
 
-/** Headless Debian Chromium with the flags TOOLCHAIN.md says work here. */
+/** Headless Debian Chromium with the flags docs/TOOLCHAIN.md says work here. */
 export function startBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
