@@ -7,7 +7,8 @@ use std::{hint::black_box, time::Duration};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tidings_core::{
-    broker::{Broker, BrokerConfig, HistoryLimits, MessageId, SubscriptionId},
+    broker::{Broker, BrokerConfig, HistoryLimits, Placement, SubscriptionId},
+    message::Epoch,
     topic::{Pattern, Topic},
 };
 
@@ -30,11 +31,11 @@ fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish_one_topic");
     group.measurement_time(Duration::from_secs(4));
     for subscribers in [1usize, 1_000, 100_000] {
-        let mut broker: Broker<&'static str> = Broker::new(config(), MessageId::ZERO);
+        let mut broker: Broker<&'static str> = Broker::new(config(), Epoch::from_random(1), 0);
         let topic = Topic::new("order:status:acme:42").unwrap();
         let pattern = [Pattern::from(topic.clone())];
         let subs: Vec<_> = (0..subscribers)
-            .map(|_| broker.subscribe(&pattern, None).id)
+            .map(|_| broker.subscribe(&pattern, Placement::Live, None).id)
             .collect();
         let mut out = Vec::new();
         group.throughput(Throughput::Elements(subscribers as u64));
@@ -69,7 +70,7 @@ fn patterns(c: &mut Criterion) {
         ..HistoryLimits::default()
     };
     let mut broker: Broker<&'static str> =
-        Broker::new(config().history(no_history), MessageId::ZERO);
+        Broker::new(config().history(no_history), Epoch::from_random(1), 0);
     let mut all = Vec::new();
     let mut subs = Vec::new();
     for i in 0..10_000 {
@@ -80,7 +81,11 @@ fn patterns(c: &mut Criterion) {
             format!("room:{i}:>")
         };
         let pattern = Pattern::new(&text).unwrap();
-        subs.push(broker.subscribe(std::slice::from_ref(&pattern), None).id);
+        subs.push(
+            broker
+                .subscribe(std::slice::from_ref(&pattern), Placement::Live, None)
+                .id,
+        );
         all.push(pattern);
     }
     let topic = Topic::new("room:4242:chat").unwrap();

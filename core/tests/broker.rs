@@ -11,9 +11,11 @@ use std::{
 
 use tidings_core::{
     broker::{
-        Broker, BrokerConfig, Drain, HistoryLimits, MessageId, PublishError, RecvError,
-        ResumeAhead, SharedMessage, SyncBroker,
+        Broker, BrokerConfig, Drain, HistoryLimits, Placement, PublishError, RecvError,
+        SharedMessage, SyncBroker,
     },
+    log::GapReason,
+    message::{ConnectionId, Epoch, MessageId},
     topic::{Pattern, Topic},
 };
 
@@ -23,8 +25,19 @@ fn t(s: &str) -> Topic {
 fn p(s: &str) -> Pattern {
     Pattern::new(s).unwrap()
 }
+const EPOCH: Epoch = Epoch::from_random(100);
+fn id(seq: u64) -> MessageId {
+    MessageId::new(EPOCH, seq)
+}
 fn broker(config: BrokerConfig) -> Broker<u64> {
-    Broker::new(config, MessageId::new(100, 0))
+    Broker::new(config, EPOCH, 0)
+}
+/// Where a client resuming from `id` starts, as the server decides it.
+fn resume<M>(b: &Broker<M>, id: MessageId) -> Placement {
+    b.place(Some(&id.to_string()))
+}
+fn conn(n: u128) -> ConnectionId {
+    ConnectionId::from_random(n)
 }
 fn drain_all(b: &mut Broker<u64>, id: tidings_core::broker::SubscriptionId) -> Vec<u64> {
     let mut out: Vec<SharedMessage<u64>> = Vec::new();
@@ -33,25 +46,31 @@ fn drain_all(b: &mut Broker<u64>, id: tidings_core::broker::SubscriptionId) -> V
 }
 
 #[test]
-fn ids_increase_and_start_at_the_given_id() {
+fn ids_count_up_from_the_floor_in_the_broker_epoch() {
     let mut b = broker(BrokerConfig::default());
     let first = b.publish(t("a"), 1, None).id;
     let second = b.publish(t("b"), 2, None).id;
-    assert_eq!(first, MessageId::new(100, 0));
-    assert_eq!(second, MessageId::new(100, 1));
-    assert_eq!(b.last_id(), Some(second));
+    assert_eq!(first, id(1));
+    assert_eq!(second, id(2));
+    assert_eq!(b.position(), second);
 }
 
 #[test]
 fn fan_out_reaches_every_matching_subscription_once() {
     let mut b = broker(BrokerConfig::default());
-    let exact = b.subscribe(&[p("order:acme:1")], None).id;
-    let star = b.subscribe(&[p("order:*:1")], None).id;
-    let tail = b.subscribe(&[p("order:>")], None).id;
+    let exact = b.subscribe(&[p("order:acme:1")], Placement::Live, None).id;
+    let star = b.subscribe(&[p("order:*:1")], Placement::Live, None).id;
+    let tail = b.subscribe(&[p("order:>")], Placement::Live, None).id;
     let overlapping = b
-        .subscribe(&[p("order:>"), p("order:acme:*"), p("order:acme:1")], None)
+        .subscribe(
+            &[p("order:>"), p("order:acme:*"), p("order:acme:1")],
+            Placement::Live,
+            None,
+        )
         .id;
-    let other = b.subscribe(&[p("order:globex:>")], None).id;
+    let other = b
+        .subscribe(&[p("order:globex:>")], Placement::Live, None)
+        .id;
     let published = b.publish(t("order:acme:1"), 7, None);
     assert_eq!(published.delivered, 4);
     for id in [exact, star, tail, overlapping] {
@@ -63,7 +82,7 @@ fn fan_out_reaches_every_matching_subscription_once() {
 #[test]
 fn messages_arrive_in_publish_order() {
     let mut b = broker(BrokerConfig::default());
-    let s = b.subscribe(&[p("x:>")], None).id;
+    let s = b.subscribe(&[p("x:>")], Placement::Live, None).id;
     for i in 0..100 {
         b.publish(t(if i % 2 == 0 { "x:a" } else { "x:b" }), i, None);
     }
@@ -73,18 +92,27 @@ fn messages_arrive_in_publish_order() {
 #[test]
 fn exclude_skips_only_the_sender() {
     let mut b = broker(BrokerConfig::default());
-    let ann = b.subscribe(&[p("quiz:r1:>")], None).id;
-    let bob = b.subscribe(&[p("quiz:r1:>")], None).id;
-    let published = b.publish(t("quiz:r1:joined"), 1, Some(ann));
+    let ann = b
+        .subscribe(&[p("quiz:r1:>")], Placement::Live, Some(conn(1)))
+        .id;
+    let bob = b
+        .subscribe(&[p("quiz:r1:>")], Placement::Live, Some(conn(2)))
+        .id;
+    let published = b.publish(t("quiz:r1:joined"), 1, Some(conn(1)));
     assert_eq!(published.delivered, 1);
     assert_eq!(drain_all(&mut b, ann), Vec::<u64>::new());
     assert_eq!(drain_all(&mut b, bob), [1]);
-    // Excluding a removed subscription's id excludes nobody new.
+    // Unsubscribing undoes the registration: the id excludes nobody new.
     assert!(b.unsubscribe(ann));
-    let carol = b.subscribe(&[p("quiz:r1:>")], None).id;
+    let carol = b.subscribe(&[p("quiz:r1:>")], Placement::Live, None).id;
     assert_ne!(carol, ann, "ids are not reused for a different subscriber");
-    b.publish(t("quiz:r1:joined"), 2, Some(ann));
+    b.publish(t("quiz:r1:joined"), 2, Some(conn(1)));
     assert_eq!(drain_all(&mut b, carol), [2]);
+    // An unknown connection (another instance's) excludes nobody here.
+    assert_eq!(
+        b.publish(t("quiz:r1:joined"), 3, Some(conn(9))).delivered,
+        2
+    );
 }
 
 #[test]
@@ -97,6 +125,7 @@ fn unsubscribe_is_idempotent_and_leaks_nothing() {
         .map(|i| {
             b.subscribe(
                 &[p(&format!("t:{i}:*")), p("t:>"), p(&format!("u:{i}"))],
+                Placement::Live,
                 None,
             )
             .id
@@ -117,9 +146,9 @@ fn unsubscribe_is_idempotent_and_leaks_nothing() {
 
 #[test]
 fn dropping_the_handle_unsubscribes() {
-    let broker = SyncBroker::new(Broker::<u64>::new(BrokerConfig::default(), MessageId::ZERO));
-    let (mut sub, _) = broker.subscribe(&[p("a")], None);
-    let (sub2, _) = broker.subscribe(&[p("a")], None);
+    let broker = SyncBroker::new(Broker::<u64>::new(BrokerConfig::default(), EPOCH, 0));
+    let (mut sub, _) = broker.subscribe(&[p("a")], Placement::Live, Some(conn(1)));
+    let (sub2, _) = broker.subscribe(&[p("a")], Placement::Live, None);
     assert_eq!(broker.lock().stats().subscriptions, 2);
     sub.close();
     sub.close();
@@ -139,9 +168,13 @@ fn resume_replays_after_the_id_then_continues_live() {
     let ids: Vec<_> = (0..10)
         .map(|i| b.publish(t(&format!("r:{}", i % 3)), i, None).id)
         .collect();
-    let s = b.subscribe(&[p("r:0"), p("r:*")], Some(ids[4]));
-    assert!(!s.gap);
+    let s = b.subscribe(&[p("r:0"), p("r:*")], resume(&b, ids[4]), None);
+    assert_eq!(s.gap, None);
     assert_eq!(s.replayed, 5);
+    assert_eq!(
+        s.position, ids[4],
+        "the first frame resumes where the client was"
+    );
     b.publish(t("r:1"), 10, None);
     assert_eq!(drain_all(&mut b, s.id), [5, 6, 7, 8, 9, 10]);
 }
@@ -150,8 +183,8 @@ fn resume_replays_after_the_id_then_continues_live() {
 fn resume_at_the_newest_id_replays_nothing() {
     let mut b = broker(BrokerConfig::default());
     let last = b.publish(t("a"), 1, None).id;
-    let s = b.subscribe(&[p("a")], Some(last));
-    assert_eq!((s.gap, s.replayed), (false, 0));
+    let s = b.subscribe(&[p("a")], resume(&b, last), None);
+    assert_eq!((s.gap, s.replayed), (None, 0));
 }
 
 #[test]
@@ -161,36 +194,71 @@ fn resume_before_evicted_history_is_a_gap() {
         ..HistoryLimits::default()
     }));
     let ids: Vec<_> = (0..6).map(|i| b.publish(t("a"), i, None).id).collect();
-    let s = b.subscribe(&[p("a")], Some(ids[1]));
-    assert!(s.gap, "messages 2 was evicted");
+    let s = b.subscribe(&[p("a")], resume(&b, ids[1]), None);
+    assert_eq!(
+        s.gap,
+        Some(GapReason::HistoryTrimmed),
+        "message 2 was evicted"
+    );
+    assert_eq!(
+        s.position, ids[2],
+        "continuity holds again after the evicted one"
+    );
     assert_eq!(drain_all(&mut b, s.id), [3, 4, 5]);
-    let s = b.subscribe(&[p("a")], Some(ids[2]));
-    assert!(!s.gap, "everything after 2 is retained");
+    let s = b.subscribe(&[p("a")], resume(&b, ids[2]), None);
+    assert_eq!(s.gap, None, "everything after 2 is retained");
     // Another topic's eviction does not make a gap for this one.
-    let s = b.subscribe(&[p("b")], Some(ids[0]));
-    assert!(!s.gap);
+    let s = b.subscribe(&[p("b")], resume(&b, ids[0]), None);
+    assert_eq!(s.gap, None);
 }
 
 #[test]
-fn resume_from_before_this_broker_or_from_elsewhere_is_a_gap() {
-    let mut b = broker(BrokerConfig::default());
+fn resume_ids_the_broker_cannot_place_are_a_gap_then_live() {
+    let mut b: Broker<u64> = Broker::new(BrokerConfig::default(), EPOCH, 10);
     b.publish(t("a"), 1, None);
-    assert!(b.subscribe(&[p("a")], Some(MessageId::new(99, 5))).gap);
-    assert!(b.subscribe(&[p("a")], Some(MessageId::new(101, 0))).gap);
-    assert!(!b.subscribe(&[p("a")], Some(MessageId::new(100, 0))).gap);
+    let live = |b: &mut Broker<u64>, text: &str| {
+        let placement = b.place(Some(text));
+        let s = b.subscribe(&[p("a")], placement, None);
+        b.publish(t("a"), 9, None);
+        (s.gap, drain_all(b, s.id), s.position)
+    };
+    let other_epoch = MessageId::new(Epoch::from_random(101), 11).to_string();
+    assert_eq!(live(&mut b, &other_epoch).0, Some(GapReason::UnknownEpoch));
+    // An id of the old `TIME-SEQ` format reads as an unknown epoch.
+    assert_eq!(
+        live(&mut b, "1795442515733-0").0,
+        Some(GapReason::UnknownEpoch)
+    );
+    assert_eq!(live(&mut b, "garbage").0, Some(GapReason::UnknownId));
+    // Ahead of the log: in one process that id cannot exist.
+    let future = id(1_000).to_string();
+    let placement = b.place(Some(&future)).confirm_ahead(b.position().seq);
+    assert_eq!(placement, Placement::Unplaceable(GapReason::FutureId));
+    let s = b.subscribe(&[p("a")], placement, None);
+    assert_eq!(s.position, b.position(), "live from here");
+    b.publish(t("a"), 7, None);
+    assert_eq!(drain_all(&mut b, s.id), [7], "live messages still arrive");
+    // Before what the broker has seen: a gap, with whatever it retains.
+    let (gap, got, _) = live(&mut b, &id(3).to_string());
+    assert_eq!(gap, Some(GapReason::HistoryTrimmed));
+    assert_eq!(got.first(), Some(&1));
+    // At the floor: nothing was missed.
+    let s = b.subscribe(&[p("a")], resume(&b, id(10)), None);
+    assert_eq!(s.gap, None);
 }
 
 #[test]
-fn resume_ahead_can_await_the_shared_log() {
-    let mut b = broker(BrokerConfig::default().resume_ahead(ResumeAhead::Await));
-    b.publish_with_id(MessageId::new(100, 1), t("a"), 1, None)
-        .unwrap();
-    // A client saw up to 100-3 on another instance; this one lags behind.
-    let s = b.subscribe(&[p("a")], Some(MessageId::new(100, 3)));
-    assert!(!s.gap);
-    for (seq, v) in [(2, 2), (3, 3), (4, 4)] {
-        b.publish_with_id(MessageId::new(100, seq), t("a"), v, None)
-            .unwrap();
+fn resume_ahead_confirmed_by_the_engine_awaits_the_shared_log() {
+    let mut b = broker(BrokerConfig::default());
+    b.publish_at(id(1), t("a"), 1, None).unwrap();
+    // A client saw up to 3 on another instance; this one lags behind, and
+    // the engine's head (5) says 3 exists.
+    let placement = resume(&b, id(3)).confirm_ahead(5);
+    assert_eq!(placement, Placement::Ahead(id(3)));
+    let s = b.subscribe(&[p("a")], placement, None);
+    assert_eq!((s.gap, s.position), (None, id(3)));
+    for seq in 2..=4 {
+        b.publish_at(id(seq), t("a"), seq, None).unwrap();
     }
     assert_eq!(
         drain_all(&mut b, s.id),
@@ -200,19 +268,54 @@ fn resume_ahead_can_await_the_shared_log() {
 }
 
 #[test]
-fn publish_with_id_refuses_ids_that_do_not_increase() {
+fn publish_at_refuses_ids_that_do_not_increase_or_another_epoch() {
     let mut b = broker(BrokerConfig::default());
+    b.publish_at(id(5), t("a"), 0, None).unwrap();
     assert!(matches!(
-        b.publish_with_id(MessageId::new(99, 0), t("a"), 0, None),
-        Err(PublishError::IdNotIncreasing { .. })
+        b.publish_at(id(5), t("a"), 0, None),
+        Err(PublishError::NotAfterLast { .. })
     ));
-    b.publish_with_id(MessageId::new(150, 2), t("a"), 0, None)
+    assert!(matches!(
+        b.publish_at(MessageId::new(Epoch::from_random(7), 9), t("a"), 0, None),
+        Err(PublishError::OtherEpoch { .. })
+    ));
+    assert_eq!(b.publish(t("a"), 1, None).id, id(6));
+}
+
+#[test]
+fn a_loss_is_announced_to_live_streams_and_to_later_resumes() {
+    let mut b = broker(BrokerConfig::default());
+    let before = b.publish(t("a"), 1, None).id;
+    let live = b.subscribe(&[p("a")], Placement::Live, None).id;
+    // This stream already saw past the loss on another instance.
+    let ahead = b
+        .subscribe(&[p("a")], resume(&b, id(9)).confirm_ahead(9), None)
+        .id;
+    // Entries 2..=4 were trimmed before this broker read them.
+    assert_eq!(b.announce_loss(4, 100), 1);
+    b.publish_at(id(5), t("a"), 5, None).unwrap();
+    assert_eq!(drain_all(&mut b, live), [100, 5], "told, then the rest");
+    assert_eq!(drain_all(&mut b, ahead), Vec::<u64>::new());
+    let s = b.subscribe(&[p("a")], resume(&b, before), None);
+    assert_eq!(s.gap, Some(GapReason::HistoryTrimmed));
+    assert_eq!(s.position, id(4));
+    let s = b.subscribe(&[p("a")], resume(&b, id(4)), None);
+    assert_eq!(s.gap, None, "from the notice's id on, nothing is missing");
+}
+
+#[test]
+fn a_new_epoch_tells_every_stream_and_forgets_the_old_one() {
+    let mut b = broker(BrokerConfig::default());
+    let old = b.publish(t("a"), 1, None).id;
+    let s = b.subscribe(&[p("a"), p("b")], Placement::Live, None).id;
+    let e2 = Epoch::from_random(200);
+    assert_eq!(b.begin_epoch(e2, 0, 100), 1);
+    b.publish_at(MessageId::new(e2, 1), t("b"), 2, None)
         .unwrap();
-    assert!(
-        b.publish_with_id(MessageId::new(150, 2), t("a"), 0, None)
-            .is_err()
-    );
-    assert_eq!(b.publish(t("a"), 1, None).id, MessageId::new(150, 3));
+    assert_eq!(drain_all(&mut b, s), [100, 2]);
+    assert_eq!(b.stats().retained, 1, "only the new epoch's message");
+    let placement = resume(&b, old);
+    assert_eq!(placement, Placement::Unplaceable(GapReason::UnknownEpoch));
 }
 
 #[test]
@@ -224,7 +327,8 @@ fn history_is_bounded_by_bytes_and_in_total() {
             total: 50,
             total_bytes: 1 << 20,
         }),
-        MessageId::ZERO,
+        EPOCH,
+        0,
     );
     for _ in 0..10 {
         b.publish(t("big"), vec![0; 300], None);
@@ -240,14 +344,15 @@ fn history_is_bounded_by_bytes_and_in_total() {
         "one message per topic, no empty topics kept"
     );
     // A pattern resume over forgotten topics must say it may have missed some.
-    assert!(b.subscribe(&[p("many:>")], Some(MessageId::new(0, 20))).gap);
+    let placement = resume(&b, id(20));
+    assert!(b.subscribe(&[p("many:>")], placement, None).gap.is_some());
 }
 
 #[test]
 fn a_slow_subscriber_is_marked_lagged_and_others_keep_everything() {
     let mut b = broker(BrokerConfig::default().queue_capacity(4));
-    let slow = b.subscribe(&[p("a")], None).id;
-    let fast = b.subscribe(&[p("a")], None).id;
+    let slow = b.subscribe(&[p("a")], Placement::Live, None).id;
+    let fast = b.subscribe(&[p("a")], Placement::Live, None).id;
     let mut lagged = 0;
     for i in 0..10 {
         lagged += b.publish(t("a"), i, None).lagged;
@@ -266,15 +371,16 @@ fn a_replay_larger_than_the_queue_is_cut_with_a_gap() {
     for i in 1..10 {
         b.publish(t("a"), i, None);
     }
-    let s = b.subscribe(&[p("a")], Some(first));
-    assert!(s.gap);
+    let s = b.subscribe(&[p("a")], resume(&b, first), None);
+    assert_eq!(s.gap, Some(GapReason::ReplayTooLong));
+    assert_eq!(s.position, id(7), "resumable right before the kept replay");
     assert_eq!(drain_all(&mut b, s.id), [7, 8, 9]);
 }
 
 #[test]
 fn close_all_ends_every_subscription_after_its_queue() {
     let mut b = broker(BrokerConfig::default());
-    let s = b.subscribe(&[p("a")], None).id;
+    let s = b.subscribe(&[p("a")], Placement::Live, None).id;
     b.publish(t("a"), 1, None);
     b.close_all();
     b.publish(t("a"), 2, None);
@@ -291,8 +397,8 @@ impl Wake for CountingWaker {
 
 #[test]
 fn a_waiting_subscription_is_woken_once_per_batch() {
-    let broker = SyncBroker::new(Broker::<u64>::new(BrokerConfig::default(), MessageId::ZERO));
-    let (mut sub, _) = broker.subscribe(&[p("a")], None);
+    let broker = SyncBroker::new(Broker::<u64>::new(BrokerConfig::default(), EPOCH, 0));
+    let (mut sub, _) = broker.subscribe(&[p("a")], Placement::Live, None);
     let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
     let waker = Waker::from(counter.clone());
     let mut cx = Context::from_waker(&waker);
@@ -321,8 +427,8 @@ fn resume_while_publishers_race_has_no_gap_and_no_duplicate() {
             total: total as usize,
             ..HistoryLimits::default()
         });
-    let broker = SyncBroker::new(Broker::<u64>::new(config, MessageId::ZERO));
-    let (mut watcher, _) = broker.subscribe(&[p("race")], None);
+    let broker = SyncBroker::new(Broker::<u64>::new(config, EPOCH, 0));
+    let (mut watcher, _) = broker.subscribe(&[p("race")], Placement::Live, None);
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0..total {
@@ -337,8 +443,9 @@ fn resume_while_publishers_race_has_no_gap_and_no_duplicate() {
             if seen.len() > before && resumed < 50 {
                 // Reconnect from the newest id seen, as a client would.
                 let last = seen.last().unwrap().id();
-                let (sub, subscribed) = broker.subscribe(&[p("race")], Some(last));
-                assert!(!subscribed.gap);
+                let placement = broker.lock().place(Some(&last.to_string()));
+                let (sub, subscribed) = broker.subscribe(&[p("race")], placement, None);
+                assert_eq!(subscribed.gap, None);
                 watcher = sub;
                 resumed += 1;
             }
@@ -346,4 +453,46 @@ fn resume_while_publishers_race_has_no_gap_and_no_duplicate() {
         let values: Vec<u64> = seen.iter().map(|m| *m.payload()).collect();
         assert_eq!(values, (0..total).collect::<Vec<_>>());
     });
+}
+
+#[test]
+fn queues_are_bounded_in_bytes_too() {
+    let mut b: Broker<Vec<u8>> = Broker::new(
+        BrokerConfig::default()
+            .queue_bytes(1_000)
+            .total_queue_bytes(2_500),
+        EPOCH,
+        0,
+    );
+    let slow = b.subscribe(&[p("a")], Placement::Live, None).id;
+    let fast = b.subscribe(&[p("a")], Placement::Live, None).id;
+    // One message larger than the bound still reaches an empty queue.
+    b.publish(t("a"), vec![0; 5_000], None);
+    assert_eq!(b.stats().queued_bytes, 10_000);
+    let mut out = Vec::new();
+    assert_eq!(b.drain(fast, &mut out, 10), Drain::Ready(1));
+    assert_eq!(b.drain(slow, &mut out, 10), Drain::Ready(1));
+    assert_eq!(b.stats().queued_bytes, 0);
+    for _ in 0..3 {
+        b.publish(t("a"), vec![0; 400], None);
+        assert_eq!(b.drain(fast, &mut out, 10), Drain::Ready(1));
+    }
+    assert_eq!(
+        b.drain(slow, &mut out, 10),
+        Drain::Lagged,
+        "1,200 > 1,000 bytes"
+    );
+    assert_eq!(b.stats().queued_bytes, 0, "its bytes are released");
+    // The total bound cuts a subscriber that has something waiting.
+    let subs: Vec<_> = (0..4)
+        .map(|_| b.subscribe(&[p("a")], Placement::Live, None).id)
+        .collect();
+    b.publish(t("a"), vec![0; 500], None);
+    b.publish(t("a"), vec![0; 500], None);
+    let lagged = subs
+        .iter()
+        .filter(|s| b.drain(**s, &mut Vec::new(), 10) == Drain::Lagged)
+        .count();
+    assert!(lagged >= 1, "2 x 4 x 500 bytes > 2,500");
+    assert!(b.stats().queued_bytes <= 2_500);
 }

@@ -7,7 +7,8 @@ use std::{
 };
 
 use tidings_core::{
-    broker::{Broker, BrokerConfig, Drain, MessageId},
+    broker::{Broker, BrokerConfig, Drain, Placement},
+    message::Epoch,
     topic::{Pattern, Topic},
 };
 
@@ -38,7 +39,8 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn one_allocation_per_publish_none_per_delivery() {
-    let mut broker: Broker<&'static str> = Broker::new(BrokerConfig::default(), MessageId::ZERO);
+    let mut broker: Broker<&'static str> =
+        Broker::new(BrokerConfig::default(), Epoch::from_random(1), 0);
     let topic = Topic::new("room:1:chat").unwrap();
     let patterns = [
         Pattern::new("room:1:chat").unwrap(),
@@ -46,7 +48,11 @@ fn one_allocation_per_publish_none_per_delivery() {
         Pattern::new("room:>").unwrap(),
     ];
     let subs: Vec<_> = (0..1000)
-        .map(|i| broker.subscribe(&patterns[i % 3..i % 3 + 1], None).id)
+        .map(|i| {
+            broker
+                .subscribe(&patterns[i % 3..i % 3 + 1], Placement::Live, None)
+                .id
+        })
         .collect();
     let mut out = Vec::with_capacity(64);
     let mut round = |broker: &mut Broker<&'static str>, publishes: usize| {

@@ -5,7 +5,7 @@ use alloc::{
     vec::Vec,
 };
 
-use super::{MessageId, SharedMessage};
+use super::SharedMessage;
 use crate::topic::{Pattern, Topic};
 
 /// Bounds on what the history keeps.
@@ -36,8 +36,9 @@ impl Default for HistoryLimits {
 struct TopicHistory<M> {
     messages: VecDeque<SharedMessage<M>>,
     bytes: usize,
-    /// Newest id evicted from this topic: a resume before it has a gap.
-    evicted_through: Option<MessageId>,
+    /// Newest sequence number evicted from this topic: a resume before it
+    /// has a gap.
+    evicted_through: Option<u64>,
 }
 
 /// Per-topic message history with a global eviction order.
@@ -51,18 +52,20 @@ pub(super) struct History<M> {
     /// Every retained message's id and topic in publish order, plus slots of
     /// messages already evicted by their topic's own bound (skipped lazily;
     /// its length is still bounded by `limits.total`).
-    order: VecDeque<(MessageId, Topic)>,
+    order: VecDeque<(u64, Topic)>,
     count: usize,
     bytes: usize,
-    /// Newest id of a topic evicted as a whole: we no longer know whether a
-    /// resume before it misses something.
-    forgotten_through: Option<MessageId>,
+    /// Newest sequence number of a topic evicted as a whole, or declared
+    /// lost: we no longer know whether a resume before it misses something.
+    forgotten_through: Option<u64>,
 }
 
 /// What a resume finds in the history.
 pub(super) struct Replay<M> {
     pub messages: Vec<SharedMessage<M>>,
-    pub gap: bool,
+    /// Set when messages after the resume point were evicted or lost: the
+    /// newest such sequence number (where continuity holds again).
+    pub gap_through: Option<u64>,
 }
 
 impl<M> History<M> {
@@ -93,7 +96,7 @@ impl<M> History<M> {
     pub fn push(&mut self, message: &SharedMessage<M>) {
         let limits = self.limits;
         if limits.per_topic == 0 || limits.total == 0 {
-            self.note_forgotten(message.id);
+            self.note_forgotten(message.id.seq);
             return;
         }
         let weight = message.weight;
@@ -117,11 +120,12 @@ impl<M> History<M> {
         {
             let old = history.messages.pop_front().expect("non-empty");
             history.bytes -= old.weight;
-            history.evicted_through = Some(old.id);
+            history.evicted_through = Some(old.id.seq);
             self.count -= 1;
             self.bytes -= old.weight;
         }
-        self.order.push_back((message.id, message.topic.clone()));
+        self.order
+            .push_back((message.id.seq, message.topic.clone()));
         while self.order.len() > limits.total || self.bytes > limits.total_bytes {
             let Some((id, topic)) = self.order.pop_front() else {
                 break;
@@ -132,42 +136,54 @@ impl<M> History<M> {
 
     /// Evicts the oldest message of `topic` if it is `id` (it may already
     /// be gone through the topic's own bound).
-    fn evict_front_if(&mut self, id: MessageId, topic: &Topic) {
+    fn evict_front_if(&mut self, seq: u64, topic: &Topic) {
         let Some(history) = self.topics.get_mut(topic.as_str()) else {
             return;
         };
-        if history.messages.front().is_none_or(|m| m.id != id) {
+        if history.messages.front().is_none_or(|m| m.id.seq != seq) {
             return;
         }
         let old = history.messages.pop_front().expect("non-empty");
         history.bytes -= old.weight;
-        history.evicted_through = Some(id);
+        history.evicted_through = Some(seq);
         self.count -= 1;
         self.bytes -= old.weight;
         if history.messages.is_empty() {
             self.topics.remove(topic.as_str());
-            self.note_forgotten(id);
+            self.note_forgotten(seq);
         }
     }
 
-    /// Messages up to `id` may be missing (see `Broker::forget_through`).
-    pub fn forget_through(&mut self, id: MessageId) {
-        self.note_forgotten(id);
+    /// Messages up to `seq` may be missing (see `Broker::forget_through`).
+    pub fn forget_through(&mut self, seq: u64) {
+        self.note_forgotten(seq);
     }
 
-    fn note_forgotten(&mut self, id: MessageId) {
-        self.forgotten_through = Some(self.forgotten_through.map_or(id, |f| f.max(id)));
+    fn note_forgotten(&mut self, seq: u64) {
+        self.forgotten_through = Some(self.forgotten_through.map_or(seq, |f| f.max(seq)));
+    }
+
+    /// Drops everything (a new epoch starts: nothing retained can be placed
+    /// in it).
+    pub fn clear(&mut self) {
+        self.topics.clear();
+        self.order.clear();
+        self.count = 0;
+        self.bytes = 0;
+        self.forgotten_through = None;
     }
 
     /// Messages after `after` on topics matched by `patterns`, oldest first
     /// and without duplicates, and whether some such message was evicted.
-    pub fn replay(&self, patterns: &[Pattern], after: MessageId) -> Replay<M> {
+    pub fn replay(&self, patterns: &[Pattern], after: u64) -> Replay<M> {
         let mut messages = Vec::new();
-        let mut gap = self.forgotten_through.is_some_and(|f| f > after);
+        let mut gap_through = self.forgotten_through.filter(|f| *f > after);
         let mut visit = |history: &TopicHistory<M>| {
-            gap |= history.evicted_through.is_some_and(|e| e > after);
+            if let Some(evicted) = history.evicted_through.filter(|e| *e > after) {
+                gap_through = Some(gap_through.map_or(evicted, |g| g.max(evicted)));
+            }
             // Messages are in id order: find the first one after `after`.
-            let start = history.messages.partition_point(|m| m.id <= after);
+            let start = history.messages.partition_point(|m| m.id.seq <= after);
             messages.extend(history.messages.range(start..).cloned());
         };
         for pattern in patterns {
@@ -193,8 +209,11 @@ impl<M> History<M> {
         }
         // Each topic's run is sorted already; merge the runs and drop a
         // message that two overlapping patterns both found.
-        messages.sort_by_key(|m| m.id);
-        messages.dedup_by_key(|m| m.id);
-        Replay { messages, gap }
+        messages.sort_by_key(|m| m.id.seq);
+        messages.dedup_by_key(|m| m.id.seq);
+        Replay {
+            messages,
+            gap_through,
+        }
     }
 }

@@ -1,6 +1,6 @@
 use alloc::{boxed::Box, string::String, sync::Arc, vec::Vec};
 
-use super::MessageId;
+use crate::message::MessageId;
 use crate::topic::Topic;
 
 /// A published message as every subscriber sees it: stored once, shared
@@ -92,7 +92,6 @@ impl Weigh for u32 {
         4
     }
 }
-#[cfg(feature = "bytes")]
 impl Weigh for bytes::Bytes {
     fn weight(&self) -> usize {
         self.len()

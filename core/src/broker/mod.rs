@@ -1,29 +1,35 @@
 //! The topic broker: subscriptions, fan-out, exclusion, history and replay.
 //!
 //! [`Broker`] is a plain `&mut self` state machine: no locks, threads,
-//! clocks or IO. Publishing pushes an [`Arc`](alloc::sync::Arc) of the
-//! message into the bounded queue of every matching subscription and wakes
-//! it through a [`Waker`](core::task::Waker) if it registered one; the
-//! adapter drains the queue when it is ready to write.
+//! clocks or IO. It holds one epoch of a message log (see
+//! [`message`](crate::message)): messages get the next sequence number
+//! ([`publish`](Broker::publish)) or the one the log gave them
+//! ([`publish_at`](Broker::publish_at)). Publishing pushes an
+//! [`Arc`](alloc::sync::Arc) of the message into the bounded queue of every
+//! matching subscription and wakes it through a
+//! [`Waker`](core::task::Waker) if it registered one; the adapter drains
+//! the queue when it is ready to write.
 //!
 //! To share one broker between threads, wrap it in [`SharedBroker`]: one
 //! lock around the `&mut` API (any [`lock_api::RawMutex`]; with the `std`
 //! feature, [`SyncBroker`] uses parking_lot's). Every critical section is
 //! short and never waits on a subscriber, so a slow connection cannot stall
-//! publishers: its queue fills, it is marked lagged and dropped, and its
-//! client resumes from history.
+//! publishers: its queue fills (in messages or bytes), it is marked lagged
+//! and dropped, and its client resumes from history.
 //!
 //! ```
-//! use tidings_core::broker::{Broker, BrokerConfig, Drain, MessageId};
+//! use tidings_core::broker::{Broker, BrokerConfig, Drain, Placement};
+//! use tidings_core::message::{ConnectionId, Epoch};
 //! use tidings_core::topic::{Pattern, Topic};
 //!
-//! let mut broker = Broker::new(BrokerConfig::default(), MessageId::new(1, 0));
-//! let player = broker.subscribe(&[Pattern::new("quiz:room1:>")?], None).id;
-//! let other = broker.subscribe(&[Pattern::new("quiz:room1:*")?], None).id;
+//! let mut broker = Broker::new(BrokerConfig::default(), Epoch::from_random(7), 0);
+//! let ann = ConnectionId::from_random(1);
+//! let player = broker.subscribe(&[Pattern::new("quiz:room1:>")?], Placement::Live, Some(ann)).id;
+//! let other = broker.subscribe(&[Pattern::new("quiz:room1:*")?], Placement::Live, None).id;
 //!
 //! // The joining player is not told about their own join.
 //! let joined = Topic::new("quiz:room1:joined")?;
-//! broker.publish(joined, "ann", Some(player));
+//! broker.publish(joined, "ann", Some(ann));
 //!
 //! let mut out = Vec::new();
 //! assert_eq!(broker.drain(other, &mut out, 16), Drain::Ready(1));
@@ -34,23 +40,25 @@
 //! ```
 
 mod history;
-mod id;
 mod message;
 mod shared;
 
-use alloc::{collections::VecDeque, sync::Arc, vec::Vec};
+use alloc::{collections::BTreeMap, collections::VecDeque, sync::Arc, vec::Vec};
 use core::{fmt, task::Waker};
 
 use slab::Slab;
 
 pub use history::HistoryLimits;
-pub use id::{MessageId, ParseMessageIdError};
 pub use message::{Message, SharedMessage, Weigh};
 #[cfg(feature = "std")]
 pub use shared::SyncBroker;
 pub use shared::{RecvError, SharedBroker, Subscription};
 
-use crate::topic::{IndexEntry, Pattern, PatternIndex, Topic};
+use crate::{
+    log::GapReason,
+    message::{ConnectionId, Epoch, MessageId},
+    topic::{IndexEntry, Pattern, PatternIndex, Topic},
+};
 use history::History;
 
 /// Tuning for a [`Broker`].
@@ -60,18 +68,23 @@ pub struct BrokerConfig {
     /// Messages a subscription may have waiting before it is marked lagged.
     /// Replays are cut to this many messages (with a gap signal).
     pub queue_capacity: usize,
+    /// Bytes (payload weight) a subscription may have waiting before it is
+    /// marked lagged. A single larger message still goes to an empty queue.
+    pub queue_bytes: usize,
+    /// Bytes waiting across all subscriptions: over it, a subscription that
+    /// already has something waiting is marked lagged instead of growing.
+    pub total_queue_bytes: usize,
     /// What the history keeps for resuming.
     pub history: HistoryLimits,
-    /// What to do with a resume id newer than anything this broker has seen.
-    pub resume_ahead: ResumeAhead,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
+            queue_bytes: 1 << 20,
+            total_queue_bytes: 256 << 20,
             history: HistoryLimits::default(),
-            resume_ahead: ResumeAhead::Gap,
         }
     }
 }
@@ -83,30 +96,56 @@ impl BrokerConfig {
         self.queue_capacity = capacity.max(1);
         self
     }
+    /// Sets [`queue_bytes`](Self::queue_bytes).
+    #[must_use]
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes.max(1);
+        self
+    }
+    /// Sets [`total_queue_bytes`](Self::total_queue_bytes).
+    #[must_use]
+    pub fn total_queue_bytes(mut self, bytes: usize) -> Self {
+        self.total_queue_bytes = bytes.max(1);
+        self
+    }
     /// Sets the [`history`](Self::history) limits.
     #[must_use]
     pub fn history(mut self, history: HistoryLimits) -> Self {
         self.history = history;
         self
     }
-    /// Sets [`resume_ahead`](Self::resume_ahead).
-    #[must_use]
-    pub fn resume_ahead(mut self, policy: ResumeAhead) -> Self {
-        self.resume_ahead = policy;
-        self
-    }
 }
 
-/// Policy for a resume id newer than the newest published message.
+/// Where a new subscription starts, decided from the client's resume id by
+/// [`Broker::place`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResumeAhead {
-    /// The id comes from elsewhere (another process, a restarted one):
-    /// signal a gap and deliver from now on. Right for a single process.
-    Gap,
-    /// The id comes from a shared log this broker has not caught up with
-    /// yet: deliver only messages after it. Right for a cluster whose
-    /// instances all feed the same ordered log through `publish_with_id`.
-    Await,
+#[must_use]
+pub enum Placement {
+    /// No resume id: live from now.
+    Live,
+    /// After this id, which the broker has seen: replay what came after it.
+    After(MessageId),
+    /// After this id of the current epoch, which is ahead of everything the
+    /// broker has seen. In one process it cannot exist; in a cluster
+    /// another instance may have read further. Resolve it with
+    /// [`confirm_ahead`](Self::confirm_ahead) before subscribing.
+    Ahead(MessageId),
+    /// The id cannot be placed: the stream gets `tidings.gap`, then live
+    /// messages.
+    Unplaceable(GapReason),
+}
+
+impl Placement {
+    /// Resolves [`Ahead`](Self::Ahead) against the log's head (the newest
+    /// sequence number the engine has produced): an id at or before the
+    /// head is waited for; one after it cannot exist yet, so the stream
+    /// gets a gap and goes live. Other placements are unchanged.
+    pub fn confirm_ahead(self, head: u64) -> Self {
+        match self {
+            Self::Ahead(id) if id.seq > head => Self::Unplaceable(GapReason::FutureId),
+            other => other,
+        }
+    }
 }
 
 /// Identifies a subscription inside one [`Broker`]. Ids of removed
@@ -123,8 +162,12 @@ pub struct SubscriptionId {
 pub struct Subscribed {
     /// The new subscription.
     pub id: SubscriptionId,
-    /// Messages after the resume id were lost: the app should reload its state.
-    pub gap: bool,
+    /// Set when messages the client was entitled to may be missing: send
+    /// `tidings.gap` so the app reloads its state.
+    pub gap: Option<GapReason>,
+    /// Where the stream stands: the id to send with its first frame, so a
+    /// client cut before any message resumes from here without loss.
+    pub position: MessageId,
     /// Messages from history queued ahead of live ones.
     pub replayed: usize,
 }
@@ -160,21 +203,32 @@ pub enum Drain {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// [`Broker::publish_with_id`] got an id not above the last one.
-    IdNotIncreasing {
+    /// [`Broker::publish_at`] got an id not after the last one.
+    NotAfterLast {
         /// The refused id.
         id: MessageId,
-        /// The newest id already published.
+        /// Where the broker stands.
         last: MessageId,
+    },
+    /// [`Broker::publish_at`] got an id of another epoch.
+    OtherEpoch {
+        /// The refused id.
+        id: MessageId,
+        /// The broker's epoch.
+        epoch: Epoch,
     },
 }
 
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::IdNotIncreasing { id, last } => write!(
+            Self::NotAfterLast { id, last } => write!(
                 f,
                 "message id {id} is not after the last published id {last}: ids must increase"
+            ),
+            Self::OtherEpoch { id, epoch } => write!(
+                f,
+                "message id {id} belongs to another epoch than the broker's ({epoch}): begin the new epoch first"
             ),
         }
     }
@@ -195,11 +249,15 @@ struct Sub<M> {
     generation: u32,
     state: State,
     queue: VecDeque<SharedMessage<M>>,
-    /// Newest id queued (or the resume id): fan-out skips anything not
-    /// after it, which removes duplicates from overlapping patterns.
-    high_water: Option<MessageId>,
+    /// Payload weight of `queue`.
+    queued_bytes: usize,
+    /// Newest sequence number queued (or resumed from): fan-out skips
+    /// anything not after it, which removes duplicates from overlapping
+    /// patterns and makes a cluster client wait for what it has not seen.
+    high_water: u64,
     waker: Option<Waker>,
     entries: Vec<IndexEntry>,
+    connection: Option<ConnectionId>,
 }
 
 /// Counters for metrics.
@@ -215,6 +273,8 @@ pub struct BrokerStats {
     pub retained: usize,
     /// Retained payload bytes.
     pub retained_bytes: usize,
+    /// Payload bytes waiting in subscription queues.
+    pub queued_bytes: usize,
     /// Messages published since start.
     pub published: u64,
     /// Messages queued for subscribers since start.
@@ -230,42 +290,52 @@ pub struct Broker<M> {
     config: BrokerConfig,
     subs: Slab<Sub<M>>,
     index: PatternIndex<SubscriptionId>,
+    /// Streams that may be named in `exclude`.
+    connections: BTreeMap<ConnectionId, SubscriptionId>,
     history: History<M>,
-    /// Id the next [`publish`](Self::publish) gets.
-    next_id: MessageId,
-    /// Newest published id.
-    last_id: Option<MessageId>,
-    /// Ids below this were never seen by this broker.
-    floor: MessageId,
+    epoch: Epoch,
+    /// Newest sequence number published (or the floor if none).
+    last: u64,
+    /// What came at or before this sequence number was never seen by this
+    /// broker: a resume from before it is a gap.
+    floor: u64,
+    /// Total weight of every subscription's queue.
+    queued_bytes: usize,
     generation: u32,
     published: u64,
     delivered: u64,
     lagged: u64,
+    /// Topic of notices (`tidings.gap` frames), which are never retained.
+    notice_topic: Topic,
 }
 
 impl<M> Broker<M> {
-    /// A broker whose first message gets id `first`, the smallest id it
-    /// will ever see (a cluster instance passes the oldest id of the shared
-    /// log it will feed in). A single process picks
-    /// `MessageId::new(start_time_ms, 0)` so that ids stay increasing across
-    /// restarts and a resume id from before the restart is seen as a gap.
-    pub fn new(config: BrokerConfig, first: MessageId) -> Self {
+    /// A broker for `epoch` that has seen nothing at or before `floor`: one
+    /// process passes a fresh epoch and 0; a cluster instance passes the
+    /// log's epoch and the sequence number before the oldest entry it
+    /// loaded.
+    pub fn new(config: BrokerConfig, epoch: Epoch, floor: u64) -> Self {
         let config = BrokerConfig {
             queue_capacity: config.queue_capacity.max(1),
+            queue_bytes: config.queue_bytes.max(1),
+            total_queue_bytes: config.total_queue_bytes.max(1),
             ..config
         };
         Self {
             config,
             subs: Slab::new(),
             index: PatternIndex::new(),
+            connections: BTreeMap::new(),
             history: History::new(config.history),
-            next_id: first,
-            last_id: None,
-            floor: first,
+            epoch,
+            last: floor,
+            floor,
+            queued_bytes: 0,
             generation: 0,
             published: 0,
             delivered: 0,
             lagged: 0,
+            notice_topic: Topic::new("tidings:notice").expect("a valid topic"),
         }
     }
 
@@ -274,9 +344,15 @@ impl<M> Broker<M> {
         &self.config
     }
 
-    /// The newest published id, if any.
-    pub fn last_id(&self) -> Option<MessageId> {
-        self.last_id
+    /// The epoch of the log this broker holds.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The newest id published (sequence number 0 or the floor if none):
+    /// a subscription opened now sees everything after it.
+    pub fn position(&self) -> MessageId {
+        MessageId::new(self.epoch, self.last)
     }
 
     /// Counters for metrics.
@@ -287,57 +363,41 @@ impl<M> Broker<M> {
             topics: self.history.topic_count(),
             retained: self.history.len(),
             retained_bytes: self.history.bytes(),
+            queued_bytes: self.queued_bytes,
             published: self.published,
             delivered: self.delivered,
             lagged: self.lagged,
         }
     }
 
-    /// Subscribes to `patterns` (duplicates and overlaps are fine: each
-    /// message is queued once). With `resume`, every retained message after
-    /// that id is queued first, oldest first, and live messages follow with
-    /// no gap and no duplicate.
-    pub fn subscribe(&mut self, patterns: &[Pattern], resume: Option<MessageId>) -> Subscribed {
-        let mut gap = false;
-        let mut replay = Vec::new();
-        let mut high_water = self.last_id;
-        if let Some(after) = resume {
-            if after < self.floor {
-                gap = true;
-            } else if self.last_id.is_none_or(|last| after > last) {
-                match self.config.resume_ahead {
-                    ResumeAhead::Gap => gap = true,
-                    ResumeAhead::Await => high_water = Some(after),
-                }
-            }
-            let found = self.history.replay(patterns, after);
-            gap |= found.gap;
-            replay = found.messages;
-            let cap = self.config.queue_capacity;
-            if replay.len() > cap {
-                // More than the queue holds: keep the newest and say so.
-                replay.drain(..replay.len() - cap);
-                gap = true;
-            }
-        }
-        let replayed = replay.len();
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
-        let slot = self.subs.vacant_entry();
-        let id = SubscriptionId {
-            index: u32::try_from(slot.key()).expect("fewer than 2^32 subscriptions"),
-            generation,
+    /// Places a client's resume id (`Last-Event-ID`) in this broker's log.
+    ///
+    /// ```
+    /// use tidings_core::broker::{Broker, BrokerConfig, Placement};
+    /// use tidings_core::log::GapReason;
+    /// use tidings_core::message::Epoch;
+    ///
+    /// let broker: Broker<()> = Broker::new(BrokerConfig::default(), Epoch::from_random(35), 5);
+    /// assert_eq!(broker.place(None), Placement::Live);
+    /// assert!(matches!(broker.place(Some("z-3")), Placement::After(_)));
+    /// assert!(matches!(broker.place(Some("z-6")), Placement::Ahead(_)));
+    /// assert_eq!(broker.place(Some("y-3")), Placement::Unplaceable(GapReason::UnknownEpoch));
+    /// assert_eq!(broker.place(Some("1700000000000-0")), Placement::Unplaceable(GapReason::UnknownId));
+    /// ```
+    pub fn place(&self, resume: Option<&str>) -> Placement {
+        let Some(text) = resume.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Placement::Live;
         };
-        let entries = patterns.iter().map(|p| self.index.insert(p, id)).collect();
-        slot.insert(Sub {
-            generation,
-            state: State::Live,
-            queue: VecDeque::from(replay),
-            high_water,
-            waker: None,
-            entries,
-        });
-        Subscribed { id, gap, replayed }
+        let Ok(id) = text.parse::<MessageId>() else {
+            return Placement::Unplaceable(GapReason::UnknownId);
+        };
+        if id.epoch != self.epoch {
+            Placement::Unplaceable(GapReason::UnknownEpoch)
+        } else if id.seq > self.last {
+            Placement::Ahead(id)
+        } else {
+            Placement::After(id)
+        }
     }
 
     fn sub_mut(&mut self, id: SubscriptionId) -> Option<&mut Sub<M>> {
@@ -362,6 +422,12 @@ impl<M> Broker<M> {
         let sub = self.subs.remove(id.index as usize);
         for entry in sub.entries {
             self.index.remove(entry);
+        }
+        self.queued_bytes -= sub.queued_bytes;
+        if let Some(connection) = sub.connection {
+            if self.connections.get(&connection) == Some(&id) {
+                self.connections.remove(&connection);
+            }
         }
         true
     }
@@ -398,7 +464,11 @@ impl<M> Broker<M> {
         out: &mut Vec<SharedMessage<M>>,
         max: usize,
     ) -> Drain {
-        let Some(sub) = self.sub_mut(id) else {
+        let Some(sub) = self
+            .subs
+            .get_mut(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+        else {
             return Drain::Closed;
         };
         if sub.state == State::Lagged {
@@ -411,7 +481,10 @@ impl<M> Broker<M> {
             };
         }
         let n = sub.queue.len().min(max);
-        out.extend(sub.queue.drain(..n));
+        let mut bytes = 0;
+        out.extend(sub.queue.drain(..n).inspect(|m| bytes += m.weight));
+        sub.queued_bytes -= bytes;
+        self.queued_bytes -= bytes;
         Drain::Ready(n)
     }
 
@@ -421,25 +494,6 @@ impl<M> Broker<M> {
             .get(id.index as usize)
             .filter(|s| s.generation == id.generation)
             .map_or(0, |s| s.queue.len())
-    }
-
-    /// Declares that messages up to `through` may be missing (an adapter
-    /// found that its source dropped entries before it read them): a later
-    /// resume from an id before `through` reports a gap instead of
-    /// pretending that the replay is complete.
-    ///
-    /// ```
-    /// use tidings_core::broker::{Broker, BrokerConfig, MessageId};
-    /// use tidings_core::topic::{Pattern, Topic};
-    ///
-    /// let mut broker = Broker::new(BrokerConfig::default(), MessageId::new(1, 0));
-    /// let seen = broker.publish(Topic::new("a")?, "x", None).id;
-    /// broker.forget_through(MessageId::new(5, 0)); // entries up to 5-0 were lost upstream
-    /// assert!(broker.subscribe(&[Pattern::new("a")?], Some(seen)).gap);
-    /// # Ok::<(), tidings_core::topic::TopicError>(())
-    /// ```
-    pub fn forget_through(&mut self, through: MessageId) {
-        self.history.forget_through(through);
     }
 
     /// Stores the waker to wake when a message arrives for `id` (or it lags
@@ -455,44 +509,154 @@ impl<M> Broker<M> {
 }
 
 impl<M: Weigh> Broker<M> {
-    /// Publishes `payload` to `topic` with the next id: retained in the
-    /// topic's history and queued for every matching subscription except
-    /// `exclude`. Never waits; a subscription whose queue is full is marked
-    /// lagged instead.
+    /// Subscribes to `patterns` (duplicates and overlaps are fine: each
+    /// message is queued once), starting where `placement` says; with
+    /// `connection`, publishers may name it in `exclude`.
+    ///
+    /// Resuming queues every retained message after the resume id first,
+    /// oldest first, and live messages follow with no gap and no
+    /// duplicate. When that cannot be promised the answer carries the
+    /// [`GapReason`] to tell the client.
+    pub fn subscribe(
+        &mut self,
+        patterns: &[Pattern],
+        placement: Placement,
+        connection: Option<ConnectionId>,
+    ) -> Subscribed {
+        let mut gap = None;
+        let mut replay = Vec::new();
+        let mut high_water = self.last;
+        let mut position = self.position();
+        match placement {
+            Placement::Live => {}
+            Placement::Unplaceable(reason) => gap = Some(reason),
+            Placement::After(id) | Placement::Ahead(id) if id.epoch != self.epoch => {
+                // The epoch changed while the client was being placed.
+                gap = Some(GapReason::UnknownEpoch);
+            }
+            Placement::After(id) | Placement::Ahead(id) if id.seq > self.last => {
+                if matches!(placement, Placement::Ahead(_)) {
+                    // Confirmed by the engine: wait for what comes after it.
+                    high_water = id.seq;
+                    position = id;
+                } else {
+                    gap = Some(GapReason::FutureId);
+                }
+            }
+            Placement::After(id) | Placement::Ahead(id) => {
+                let found = self.history.replay(patterns, id.seq);
+                let mut gap_through = found.gap_through;
+                if id.seq < self.floor {
+                    gap_through = Some(gap_through.map_or(self.floor, |g| g.max(self.floor)));
+                }
+                if gap_through.is_some() {
+                    gap = Some(GapReason::HistoryTrimmed);
+                }
+                replay = found.messages;
+                let keep = self.replay_fits(&replay);
+                if keep < replay.len() {
+                    // More than the queue holds: keep the newest, say so.
+                    let cut = replay.len() - keep;
+                    replay.drain(..cut);
+                    gap = Some(GapReason::ReplayTooLong);
+                    let before_kept = replay.first().map_or(self.last, |m| m.id.seq - 1);
+                    gap_through = Some(before_kept);
+                }
+                position = MessageId::new(self.epoch, gap_through.unwrap_or(id.seq));
+            }
+        }
+        let replayed = replay.len();
+        let queued_bytes: usize = replay.iter().map(|m| m.weight).sum();
+        self.queued_bytes += queued_bytes;
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let slot = self.subs.vacant_entry();
+        let id = SubscriptionId {
+            index: u32::try_from(slot.key()).expect("fewer than 2^32 subscriptions"),
+            generation,
+        };
+        let entries = patterns.iter().map(|p| self.index.insert(p, id)).collect();
+        slot.insert(Sub {
+            generation,
+            state: State::Live,
+            queue: VecDeque::from(replay),
+            queued_bytes,
+            high_water,
+            waker: None,
+            entries,
+            connection,
+        });
+        if let Some(connection) = connection {
+            self.connections.insert(connection, id);
+        }
+        Subscribed {
+            id,
+            gap,
+            position,
+            replayed,
+        }
+    }
+
+    /// How many of the newest messages of `replay` fit one queue.
+    fn replay_fits(&self, replay: &[SharedMessage<M>]) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for message in replay.iter().rev() {
+            bytes += message.weight;
+            if n == self.config.queue_capacity || (n > 0 && bytes > self.config.queue_bytes) {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Publishes `payload` to `topic` with the next sequence number:
+    /// retained in the topic's history and queued for every matching
+    /// subscription except the stream `exclude` names. Never waits; a
+    /// subscription whose queue is full is marked lagged instead.
     pub fn publish(
         &mut self,
         topic: Topic,
         payload: M,
-        exclude: Option<SubscriptionId>,
+        exclude: Option<ConnectionId>,
     ) -> Published {
-        let id = self.next_id;
-        self.publish_at(id, topic, payload, exclude)
+        let id = MessageId::new(self.epoch, self.last + 1);
+        self.publish_unchecked(id, topic, payload, exclude)
     }
 
-    /// Publishes with an id chosen elsewhere (a cluster's shared log). Ids
-    /// must increase.
-    pub fn publish_with_id(
+    /// Publishes with an id the shared log gave it: it must be of the
+    /// broker's epoch and after the last one. Sequence numbers skipped on
+    /// the way were decided lost by the caller (see
+    /// [`announce_loss`](Self::announce_loss)).
+    pub fn publish_at(
         &mut self,
         id: MessageId,
         topic: Topic,
         payload: M,
-        exclude: Option<SubscriptionId>,
+        exclude: Option<ConnectionId>,
     ) -> Result<Published, PublishError> {
-        if id < self.floor || self.last_id.is_some_and(|last| id <= last) {
-            return Err(PublishError::IdNotIncreasing {
+        if id.epoch != self.epoch {
+            return Err(PublishError::OtherEpoch {
                 id,
-                last: self.last_id.unwrap_or(self.floor),
+                epoch: self.epoch,
             });
         }
-        Ok(self.publish_at(id, topic, payload, exclude))
+        if id.seq <= self.last {
+            return Err(PublishError::NotAfterLast {
+                id,
+                last: self.position(),
+            });
+        }
+        Ok(self.publish_unchecked(id, topic, payload, exclude))
     }
 
-    fn publish_at(
+    fn publish_unchecked(
         &mut self,
         id: MessageId,
         topic: Topic,
         payload: M,
-        exclude: Option<SubscriptionId>,
+        exclude: Option<ConnectionId>,
     ) -> Published {
         let weight = payload.weight();
         let message = Arc::new(Message {
@@ -501,15 +665,20 @@ impl<M: Weigh> Broker<M> {
             payload,
             weight,
         });
-        self.last_id = Some(id);
-        self.next_id = id.successor();
+        self.last = id.seq;
         self.published += 1;
         self.history.push(&message);
+        let exclude = exclude.and_then(|c| self.connections.get(&c).copied());
 
-        let capacity = self.config.queue_capacity;
+        let limits = (
+            self.config.queue_capacity,
+            self.config.queue_bytes,
+            self.config.total_queue_bytes,
+        );
         let mut delivered = 0;
         let mut lagged = 0;
         let subs = &mut self.subs;
+        let total = &mut self.queued_bytes;
         self.index.for_each_match(message.topic.as_str(), |&sid| {
             if Some(sid) == exclude {
                 return;
@@ -517,23 +686,14 @@ impl<M: Weigh> Broker<M> {
             let Some(sub) = subs.get_mut(sid.index as usize) else {
                 return;
             };
-            if sub.state != State::Live || sub.high_water.is_some_and(|h| h >= id) {
+            if sub.state != State::Live || sub.high_water >= id.seq {
                 return;
             }
-            sub.high_water = Some(id);
-            if sub.queue.len() >= capacity {
-                sub.state = State::Lagged;
-                sub.queue = VecDeque::new();
-                lagged += 1;
-            } else {
-                sub.queue.push_back(message.clone());
+            sub.high_water = id.seq;
+            if enqueue(sub, &message, limits, total) {
                 delivered += 1;
-                if sub.queue.len() > 1 {
-                    return; // Already woken for the first one.
-                }
-            }
-            if let Some(waker) = sub.waker.take() {
-                waker.wake();
+            } else {
+                lagged += 1;
             }
         });
         self.delivered += delivered as u64;
@@ -544,4 +704,95 @@ impl<M: Weigh> Broker<M> {
             lagged,
         }
     }
+
+    /// Declares that messages up to sequence number `through` may be
+    /// missing (the engine trimmed or lost entries before this broker read
+    /// them): a resume from before it reports a gap, and `notice` (a
+    /// `tidings.gap` frame with id `through`) is queued for every live
+    /// subscription that has not already seen past it.
+    pub fn announce_loss(&mut self, through: u64, notice: M) -> usize {
+        self.history.forget_through(through);
+        self.last = self.last.max(through);
+        let at = MessageId::new(self.epoch, through);
+        self.notify(at, notice, |sub| sub.high_water < through)
+    }
+
+    /// Starts a new epoch of the log (the engine lost entries and started
+    /// over): history is dropped, every live subscription is sent `notice`
+    /// (a `tidings.gap` frame) and then receives the new epoch's messages
+    /// after `floor`.
+    pub fn begin_epoch(&mut self, epoch: Epoch, floor: u64, notice: M) -> usize {
+        self.history.clear();
+        self.epoch = epoch;
+        self.last = floor;
+        self.floor = floor;
+        for (_, sub) in self.subs.iter_mut() {
+            sub.high_water = floor;
+        }
+        let at = MessageId::new(epoch, floor);
+        self.notify(at, notice, |_| true)
+    }
+
+    /// Queues `notice` (never retained) for the live subscriptions `to`
+    /// selects and moves them past `at`.
+    fn notify(&mut self, at: MessageId, notice: M, to: impl Fn(&Sub<M>) -> bool) -> usize {
+        let weight = notice.weight();
+        let message = Arc::new(Message {
+            id: at,
+            topic: self.notice_topic.clone(),
+            payload: notice,
+            weight,
+        });
+        let limits = (
+            self.config.queue_capacity,
+            self.config.queue_bytes,
+            self.config.total_queue_bytes,
+        );
+        let mut told = 0;
+        for (_, sub) in self.subs.iter_mut() {
+            if sub.state != State::Live || !to(sub) {
+                continue;
+            }
+            sub.high_water = sub.high_water.max(at.seq);
+            if enqueue(sub, &message, limits, &mut self.queued_bytes) {
+                told += 1;
+            } else {
+                self.lagged += 1;
+            }
+        }
+        told
+    }
+}
+
+/// Queues `message` for `sub`, or marks it lagged when a bound would be
+/// passed; wakes it either way. Returns whether it was queued.
+fn enqueue<M>(
+    sub: &mut Sub<M>,
+    message: &SharedMessage<M>,
+    (capacity, max_bytes, max_total): (usize, usize, usize),
+    total: &mut usize,
+) -> bool {
+    let weight = message.weight;
+    let over = sub.queue.len() >= capacity
+        || (!sub.queue.is_empty()
+            && (sub.queued_bytes + weight > max_bytes || *total + weight > max_total));
+    let queued = if over {
+        sub.state = State::Lagged;
+        *total -= sub.queued_bytes;
+        sub.queued_bytes = 0;
+        sub.queue = VecDeque::new();
+        false
+    } else {
+        sub.queue.push_back(message.clone());
+        sub.queued_bytes += weight;
+        *total += weight;
+        if sub.queue.len() > 1 {
+            return true; // Already woken for the first one.
+        }
+        true
+    };
+    if let Some(waker) = sub.waker.take() {
+        waker.wake();
+    }
+    queued
 }

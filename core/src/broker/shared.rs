@@ -11,9 +11,12 @@ use core::{
 use lock_api::{Mutex, MutexGuard, RawMutex};
 
 use super::{
-    Broker, Drain, MessageId, Published, SharedMessage, Subscribed, SubscriptionId, Weigh,
+    Broker, Drain, Placement, Published, SharedMessage, Subscribed, SubscriptionId, Weigh,
 };
-use crate::topic::{Pattern, Topic};
+use crate::{
+    message::ConnectionId,
+    topic::{Pattern, Topic},
+};
 
 /// A [`Broker`] behind one lock, cloneable and shareable between threads.
 ///
@@ -28,11 +31,12 @@ pub struct SharedBroker<M, R: RawMutex> {
 /// A [`SharedBroker`] locked by parking_lot's mutex.
 ///
 /// ```
-/// use tidings_core::broker::{Broker, BrokerConfig, MessageId, SyncBroker};
+/// use tidings_core::broker::{Broker, BrokerConfig, Placement, SyncBroker};
+/// use tidings_core::message::Epoch;
 /// use tidings_core::topic::{Pattern, Topic};
 ///
-/// let broker = SyncBroker::new(Broker::new(BrokerConfig::default(), MessageId::new(1, 0)));
-/// let (mut sub, _) = broker.subscribe(&[Pattern::new("news:>")?], None);
+/// let broker = SyncBroker::new(Broker::new(BrokerConfig::default(), Epoch::from_random(1), 0));
+/// let (mut sub, _) = broker.subscribe(&[Pattern::new("news:>")?], Placement::Live, None);
 /// std::thread::scope(|s| {
 ///     s.spawn(|| broker.publish(Topic::new("news:eu").unwrap(), "hello", None));
 /// });
@@ -68,7 +72,7 @@ impl<M, R: RawMutex> SharedBroker<M, R> {
         }
     }
 
-    /// Locks the broker for direct use (stats, `publish_with_id`, ...).
+    /// Locks the broker for direct use (stats, `publish_at`, ...).
     /// Keep the guard briefly: every publish and receive waits for it.
     pub fn lock(&self) -> MutexGuard<'_, R, Broker<M>> {
         self.inner.lock()
@@ -79,9 +83,13 @@ impl<M, R: RawMutex> SharedBroker<M, R> {
     pub fn subscribe(
         &self,
         patterns: &[Pattern],
-        resume: Option<MessageId>,
-    ) -> (Subscription<M, R>, Subscribed) {
-        let subscribed = self.inner.lock().subscribe(patterns, resume);
+        placement: Placement,
+        connection: Option<ConnectionId>,
+    ) -> (Subscription<M, R>, Subscribed)
+    where
+        M: Weigh,
+    {
+        let subscribed = self.inner.lock().subscribe(patterns, placement, connection);
         let handle = Subscription {
             broker: self.clone(),
             id: subscribed.id,
@@ -93,7 +101,7 @@ impl<M, R: RawMutex> SharedBroker<M, R> {
 
 impl<M: Weigh, R: RawMutex> SharedBroker<M, R> {
     /// Publishes; see [`Broker::publish`].
-    pub fn publish(&self, topic: Topic, payload: M, exclude: Option<SubscriptionId>) -> Published {
+    pub fn publish(&self, topic: Topic, payload: M, exclude: Option<ConnectionId>) -> Published {
         self.inner.lock().publish(topic, payload, exclude)
     }
 }
@@ -146,7 +154,7 @@ impl<M, R: RawMutex> fmt::Debug for Subscription<M, R> {
 }
 
 impl<M, R: RawMutex> Subscription<M, R> {
-    /// The id to pass as `exclude` when this subscriber publishes.
+    /// The subscription's id in the broker.
     pub fn id(&self) -> SubscriptionId {
         self.id
     }

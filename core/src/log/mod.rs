@@ -1,0 +1,22 @@
+//! The message log as an instance follows it, without IO.
+//!
+//! Every engine is a log of messages: one epoch at a time, sequence numbers
+//! 1, 2, 3, ... in each (see [`MessageId`](crate::message::MessageId)). The
+//! memory engine's log is the local broker; Redis and NATS keep a shared
+//! log that each instance follows. This module holds the decisions:
+//!
+//! - [`Follower`]: from the entries and states an engine reports, whether
+//!   an instance can prove it missed nothing, or must tell its streams with
+//!   `tidings.gap` ([`GapReason`]);
+//! - [`IdempotencyWindow`]: retries with the same key answer the original
+//!   id (memory mode; shared engines keep the keys themselves).
+//!
+//! Placement of a client's resume id is [`Broker::place`](crate::broker::Broker::place).
+
+mod follower;
+mod gap;
+mod idempotency;
+
+pub use follower::{Chain, Follower, LogState, Resync, Verdict};
+pub use gap::GapReason;
+pub use idempotency::{IdempotencyWindow, Seen};

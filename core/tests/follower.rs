@@ -1,0 +1,403 @@
+//! The follower's promises on virtual time, without Redis or sockets: a
+//! model of a shared log (epochs, trimming, restarts) and instances whose
+//! hubs follow it the way the engine drivers do. Every message a publisher
+//! was told is accepted reaches every live stream, or that stream is told
+//! `tidings.gap`; resumes that cannot be proven continuous are told too.
+
+use tidings_core::{
+    broker::Placement,
+    hub::{Fed, HubConfig, LogEntry, SyncHub},
+    log::{Chain, GapReason, LogState, Resync},
+    message::{ConnectionId, Epoch, EventType, IdempotencyKey, MessageId, Outgoing},
+    topic::{Pattern, Topic},
+};
+
+/// A shared log as an engine keeps it: one epoch, entries numbered from 1,
+/// the oldest ones trimmed away, all lost when it "restarts".
+struct SharedLog {
+    epoch: Epoch,
+    next_epoch: u64,
+    head: u64,
+    entries: Vec<(u64, Outgoing)>,
+}
+
+impl SharedLog {
+    fn new() -> Self {
+        Self {
+            epoch: Epoch::from_random(1),
+            next_epoch: 2,
+            head: 0,
+            entries: Vec::new(),
+        }
+    }
+    fn append(&mut self, topic: &str, data: &str) -> MessageId {
+        self.head += 1;
+        let message = Outgoing::new(Topic::new(topic).unwrap(), EventType::MESSAGE, data);
+        self.entries.push((self.head, message));
+        MessageId::new(self.epoch, self.head)
+    }
+    fn trim_through(&mut self, seq: u64) {
+        self.entries.retain(|(s, _)| *s > seq);
+    }
+    /// Lost everything (restarted without persistence): a new epoch.
+    fn restart_empty(&mut self) {
+        self.epoch = Epoch::from_random(self.next_epoch);
+        self.next_epoch += 1;
+        self.head = 0;
+        self.entries.clear();
+    }
+    /// Came back from an older copy: the same epoch, fewer entries.
+    fn restore_older(&mut self, head: u64) {
+        self.head = head;
+        self.entries.retain(|(s, _)| *s <= head);
+    }
+    /// What a driver does on `WentBack`: make the engine start over.
+    fn bump_epoch(&mut self) {
+        self.epoch = Epoch::from_random(self.next_epoch);
+        self.next_epoch += 1;
+        self.head = 0;
+        self.entries.clear();
+    }
+    fn state(&self) -> LogState {
+        LogState {
+            epoch: self.epoch,
+            head: self.head,
+            oldest: self.entries.first().map(|(s, _)| *s),
+        }
+    }
+}
+
+/// One instance: its hub and where its reader stands in the log.
+struct Instance {
+    hub: SyncHub,
+}
+
+impl Instance {
+    fn join(log: &SharedLog) -> Self {
+        let oldest = log.entries.first().map_or(log.head, |(s, _)| s - 1);
+        let instance = Self {
+            hub: SyncHub::new(HubConfig::default(), log.epoch, oldest),
+        };
+        instance.catch_up(log);
+        instance
+    }
+
+    /// Reads up to `max` entries after the hub's position (as `XREAD` does).
+    fn read(&self, log: &SharedLog, max: usize) -> Fed {
+        let position = self.hub.position();
+        let from = if position.epoch == log.epoch {
+            position.seq
+        } else {
+            0
+        };
+        let entries: Vec<LogEntry<'_>> = log
+            .entries
+            .iter()
+            .filter(|(s, _)| *s > from)
+            .take(max)
+            .map(|(seq, message)| LogEntry {
+                id: MessageId::new(log.epoch, *seq),
+                chain: Chain::Log,
+                message,
+                published_us: 0,
+            })
+            .collect();
+        self.hub.feed(&entries, 0)
+    }
+
+    fn catch_up(&self, log: &SharedLog) {
+        let fed = self.read(log, usize::MAX);
+        assert_eq!(fed.missing, None);
+    }
+
+    /// Reconnects: resyncs with the log's state, then reads.
+    fn reconnect(&self, log: &mut SharedLog) -> Resync {
+        let mut decision = self.hub.resync(log.state(), 0);
+        if let Resync::WentBack { .. } = decision {
+            log.bump_epoch();
+            decision = self.hub.resync(log.state(), 0);
+        }
+        self.catch_up(log);
+        decision
+    }
+
+    fn stream(&self, pattern: &str, resume: Option<&str>) -> Stream {
+        let placement = self.hub.place(resume).confirm_ahead(0);
+        let (sub, subscribed) = self.hub.subscribe(
+            &[Pattern::new(pattern).unwrap()],
+            placement,
+            Some(ConnectionId::from_random(rand_bits())),
+        );
+        Stream {
+            sub,
+            gap: subscribed.gap,
+            position: subscribed.position,
+            frames: Vec::new(),
+        }
+    }
+}
+
+fn rand_bits() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed).into()
+}
+
+struct Stream {
+    sub: tidings_core::hub::FrameSubscription<parking_lot::RawMutex>,
+    gap: Option<GapReason>,
+    position: MessageId,
+    frames: Vec<String>,
+}
+
+impl Stream {
+    /// Everything written to the stream so far: data of messages, `GAP` for
+    /// a gap notice.
+    fn take(&mut self) -> &[String] {
+        let mut got = Vec::new();
+        self.sub.try_recv_many(&mut got, usize::MAX).unwrap();
+        for frame in got {
+            let text = String::from_utf8(frame.payload().bytes.to_vec()).unwrap();
+            if text.contains("event: tidings.gap") {
+                self.frames.push("GAP".into());
+            } else {
+                let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                self.frames.push(data.to_owned());
+            }
+        }
+        &self.frames
+    }
+}
+
+fn publish(log: &mut SharedLog, n: std::ops::Range<u32>) -> Vec<MessageId> {
+    n.map(|i| log.append("room:1", &i.to_string())).collect()
+}
+
+fn data(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| i.to_string()).collect()
+}
+
+#[test]
+fn an_instance_behind_when_the_engine_restarts_empty_tells_its_streams() {
+    // The finding 1: B was paused, Redis restarted empty, B
+    // resumed: messages A delivered never reached B's streams, silently.
+    let mut log = SharedLog::new();
+    let a = Instance::join(&log);
+    let b = Instance::join(&log);
+    let mut on_a = a.stream("room:>", None);
+    let mut on_b = b.stream("room:>", None);
+    publish(&mut log, 0..10);
+    a.catch_up(&log);
+    b.catch_up(&log);
+    // B pauses; 5 more are accepted and read by A only.
+    publish(&mut log, 10..15);
+    a.catch_up(&log);
+    log.restart_empty();
+    // A reconnects first and the log goes on in the new epoch.
+    assert!(matches!(a.reconnect(&mut log), Resync::NewEpoch { .. }));
+    publish(&mut log, 15..18);
+    a.catch_up(&log);
+    // B wakes up and reconnects.
+    assert!(matches!(
+        b.reconnect(&mut log),
+        Resync::NewEpoch { floor: 0, .. }
+    ));
+    let mut want_a = data(0..15);
+    want_a.push("GAP".into());
+    want_a.extend(data(15..18));
+    assert_eq!(on_a.take(), want_a);
+    let mut want_b = data(0..10);
+    want_b.push("GAP".into()); // 10..15 were accepted but B cannot get them
+    want_b.extend(data(15..18));
+    assert_eq!(on_b.take(), want_b);
+    // A client of B resuming from before the restart is told too.
+    let resumed = b.stream("room:>", Some(&on_b.position.to_string()));
+    assert_eq!(resumed.gap, Some(GapReason::UnknownEpoch));
+}
+
+#[test]
+fn entries_trimmed_under_a_live_reader_are_announced() {
+    let mut log = SharedLog::new();
+    let b = Instance::join(&log);
+    let mut stream = b.stream("room:>", None);
+    publish(&mut log, 0..5);
+    b.catch_up(&log);
+    // B falls behind by more than the log keeps.
+    publish(&mut log, 5..30);
+    log.trim_through(20);
+    let fed = b.read(&log, usize::MAX);
+    assert_eq!((fed.delivered, fed.gaps), (10, 1));
+    let mut want = data(0..5);
+    want.push("GAP".into());
+    want.extend(data(20..30));
+    assert_eq!(stream.take(), want);
+    // Resuming from before the loss on this instance: a gap as well.
+    let resumed = b.stream("room:>", Some(&MessageId::new(log.epoch, 5).to_string()));
+    assert_eq!(resumed.gap, Some(GapReason::HistoryTrimmed));
+    assert_eq!(resumed.position, MessageId::new(log.epoch, 20));
+}
+
+#[test]
+fn trimmed_while_disconnected_is_found_on_reconnect() {
+    let mut log = SharedLog::new();
+    let b = Instance::join(&log);
+    let mut stream = b.stream("room:>", None);
+    publish(&mut log, 0..3);
+    b.catch_up(&log);
+    publish(&mut log, 3..10);
+    log.trim_through(6);
+    assert_eq!(b.reconnect(&mut log), Resync::Lost { through: 6 });
+    let mut want = data(0..3);
+    want.push("GAP".into());
+    want.extend(data(6..10));
+    assert_eq!(stream.take(), want);
+}
+
+#[test]
+fn an_epoch_change_while_disconnected_is_found_on_reconnect_and_in_entries() {
+    let mut log = SharedLog::new();
+    let b = Instance::join(&log);
+    let mut stream = b.stream("room:>", None);
+    publish(&mut log, 0..3);
+    b.catch_up(&log);
+    log.restart_empty();
+    publish(&mut log, 3..5);
+    // Even without a resync (a reader that never noticed the restart),
+    // the first entry of the new epoch says so.
+    let fed = b.read(&log, usize::MAX);
+    assert_eq!((fed.delivered, fed.gaps), (2, 1));
+    let mut want = data(0..3);
+    want.push("GAP".into());
+    want.extend(data(3..5));
+    assert_eq!(stream.take(), want);
+    assert_eq!(b.reconnect(&mut log), Resync::Continue);
+}
+
+#[test]
+fn a_log_that_went_back_gets_a_new_epoch_so_ids_are_never_reused() {
+    let mut log = SharedLog::new();
+    let b = Instance::join(&log);
+    let mut stream = b.stream("room:>", None);
+    publish(&mut log, 0..10);
+    b.catch_up(&log);
+    let seen = b.hub.position();
+    // Restored from a copy taken at 7: ids 8..10 would be reused.
+    log.restore_older(7);
+    assert!(matches!(b.reconnect(&mut log), Resync::NewEpoch { .. }));
+    let next = publish(&mut log, 10..11)[0];
+    assert_ne!(next.epoch, seen.epoch, "a new epoch, never id {seen} again");
+    b.catch_up(&log);
+    let mut want = data(0..10);
+    want.push("GAP".into());
+    want.extend(data(10..11));
+    assert_eq!(stream.take(), want);
+}
+
+#[test]
+fn an_acknowledged_publish_the_log_lost_counts_as_went_back() {
+    // The publish was acknowledged, then the log lost it before anyone read
+    // it: the instance that acknowledged it notices.
+    let mut log = SharedLog::new();
+    let a = Instance::join(&log);
+    let acked = log.append("room:1", "x");
+    a.hub.note_acked(acked);
+    log.restore_older(0);
+    let decision = a.hub.resync(log.state(), 0);
+    assert_eq!(decision, Resync::WentBack { head: 0, seen: 1 });
+}
+
+#[test]
+fn a_future_or_foreign_resume_id_gets_a_gap_then_live_messages() {
+    // The finding 2, on a follower: a resume id the log has not
+    // produced is not waited for forever.
+    let mut log = SharedLog::new();
+    let b = Instance::join(&log);
+    publish(&mut log, 0..2);
+    b.catch_up(&log);
+    for resume in [
+        MessageId::new(log.epoch, 50_000).to_string(),
+        "not-an-id".to_owned(),
+        "1795442515733-0".to_owned(),
+    ] {
+        // The driver asks the engine's head before waiting for an id ahead.
+        let placement = b.hub.place(Some(&resume)).confirm_ahead(log.head);
+        assert!(matches!(placement, Placement::Unplaceable(_)), "{resume}");
+        let (mut sub, subscribed) =
+            b.hub
+                .subscribe(&[Pattern::new("room:>").unwrap()], placement, None);
+        assert!(subscribed.gap.is_some());
+        publish(&mut log, 2..3);
+        b.catch_up(&log);
+        let mut got = Vec::new();
+        sub.try_recv_many(&mut got, 10).unwrap();
+        assert_eq!(got.len(), 1, "live messages arrive after the gap");
+    }
+}
+
+#[test]
+fn per_topic_chains_ask_for_missing_entries_before_declaring_a_gap() {
+    let e = Epoch::from_random(5);
+    let hub = SyncHub::new(HubConfig::default(), e, 0);
+    let (mut sub, _) = hub.subscribe(&[Pattern::new("t:>").unwrap()], Placement::Live, None);
+    let a = Topic::new("t:a").unwrap();
+    let m = Outgoing::new(a.clone(), EventType::MESSAGE, "1");
+    let entry = |seq, prev| LogEntry {
+        id: MessageId::new(e, seq),
+        chain: Chain::Topic { topic: &a, prev },
+        message: &m,
+        published_us: 0,
+    };
+    assert_eq!(hub.feed(&[entry(3, 0)], 0).delivered, 1);
+    // 7 says its predecessor on t:a is 5, which this instance never saw.
+    let fed = hub.feed(&[entry(7, 5)], 0);
+    assert_eq!(fed.missing, Some((0, 3, 5)));
+    // The driver fetches 5 and feeds it, then the rest: no gap.
+    assert_eq!(hub.feed(&[entry(5, 3), entry(7, 5)], 0).delivered, 2);
+    // Next time the engine no longer has the missing one: a gap.
+    assert!(hub.feed(&[entry(12, 10)], 0).missing.is_some());
+    hub.give_up(&a, 10, 0);
+    assert_eq!(hub.feed(&[entry(12, 10)], 0).delivered, 1);
+    let mut got = Vec::new();
+    sub.try_recv_many(&mut got, 10).unwrap();
+    let gaps = got
+        .iter()
+        .filter(|f| {
+            f.payload()
+                .bytes
+                .starts_with(b"id: 5-10\nevent: tidings.gap")
+        })
+        .count();
+    assert_eq!((got.len(), gaps), (5, 1));
+}
+
+#[test]
+fn idempotent_publish_in_memory_mode() {
+    let hub = SyncHub::new(
+        HubConfig::default().idempotency_window_us(1_000),
+        Epoch::from_random(3),
+        0,
+    );
+    let (mut sub, _) = hub.subscribe(&[Pattern::new("a").unwrap()], Placement::Live, None);
+    let mut m = Outgoing::new(Topic::new("a").unwrap(), EventType::MESSAGE, "1");
+    m.idempotency_key = Some(IdempotencyKey::new("k").unwrap());
+    let first = hub.publish(std::slice::from_ref(&m), 0).unwrap()[0];
+    let again = hub.publish(std::slice::from_ref(&m), 500).unwrap()[0];
+    assert_eq!((again.id, again.repeat), (first.id, true));
+    // Same key, different message: refused, nothing published.
+    let mut other = m.clone();
+    other.data = "2".into();
+    let refused = hub.publish(&[other.clone()], 600).unwrap_err();
+    assert_eq!(refused.original, Some(first.id));
+    // A retry inside one batch repeats the first; after the window, new.
+    let batch = hub.publish(&[other.clone(), other.clone()], 2_000).unwrap();
+    assert_eq!(
+        batch[1],
+        tidings_core::hub::Accepted {
+            id: batch[0].id,
+            repeat: true
+        }
+    );
+    let mut got = Vec::new();
+    sub.try_recv_many(&mut got, 10).unwrap();
+    assert_eq!(got.len(), 2, "each message delivered once");
+}
