@@ -80,12 +80,12 @@ pub struct ServeArgs {
 
     /// Redis key of the shared stream (cluster mode); instances that use the
     /// same key form one deployment.
-    #[arg(long, env = "TIDINGS_REDIS_STREAM_KEY", default_value = crate::backend::redis::DEFAULT_STREAM_KEY)]
+    #[arg(long, env = "TIDINGS_REDIS_STREAM_KEY", default_value = crate::engine::redis::DEFAULT_STREAM_KEY)]
     pub redis_stream_key: String,
 
     /// Messages the shared Redis stream keeps (`MAXLEN ~`) and each instance
     /// loads at start, so clients can resume on any instance (cluster mode).
-    #[arg(long, env = "TIDINGS_REDIS_HISTORY", default_value_t = crate::backend::redis::DEFAULT_HISTORY)]
+    #[arg(long, env = "TIDINGS_REDIS_HISTORY", default_value_t = crate::engine::redis::DEFAULT_HISTORY)]
     pub redis_history: usize,
 
     /// Token signing/checking secret.
@@ -200,6 +200,22 @@ pub struct ServeArgs {
     /// its stream is closed (it resumes from history).
     #[arg(long, env = "TIDINGS_QUEUE", default_value_t = 1024)]
     pub queue: usize,
+
+    /// Bytes queued for one subscriber before it counts as too slow and its
+    /// stream is closed (it resumes from history). One larger message still
+    /// goes through.
+    #[arg(long, env = "TIDINGS_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub queue_bytes: usize,
+
+    /// Bytes queued across all subscribers: over it, a subscriber that
+    /// already has something waiting is cut instead of growing.
+    #[arg(long, env = "TIDINGS_QUEUE_TOTAL_BYTES", default_value_t = 256 << 20)]
+    pub queue_total_bytes: usize,
+
+    /// How long a publish's idempotency key is remembered: a retry with
+    /// the same key within it answers the original id.
+    #[arg(long, env = "TIDINGS_IDEMPOTENCY_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub idempotency_window: Duration,
 
     /// Messages kept per topic for resuming with `Last-Event-ID`.
     #[arg(long, env = "TIDINGS_HISTORY", default_value_t = 1000)]

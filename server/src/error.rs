@@ -109,6 +109,10 @@ pub enum ApiError {
         /// The global limit.
         limit: usize,
     },
+    /// An idempotency key was already used for a different message (409,
+    /// `idempotency_key_reused`).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
 }
 
 impl ApiError {
@@ -161,6 +165,7 @@ impl ApiError {
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -185,6 +190,7 @@ impl ApiError {
             Self::HeadersTooLarge => "headers_too_large",
             Self::TooManySocketsFromIp { .. } => "too_many_connections",
             Self::TooManySockets { .. } => "server_full",
+            Self::IdempotencyKeyReused(_) => "idempotency_key_reused",
         }
     }
 }

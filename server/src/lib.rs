@@ -15,9 +15,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
-pub mod backend;
 pub mod config;
 mod conn;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod limits;
@@ -26,6 +26,6 @@ mod server;
 pub mod stream;
 
 pub use server::{
-    RunningServer, SHUTDOWN_RETRY_MS, StartError, broker_config, memory_backend, start,
-    start_with_backend,
+    RunningServer, SHUTDOWN_RETRY_MS, StartError, hub_config, memory_engine, start,
+    start_with_engine,
 };

@@ -1,4 +1,4 @@
-//! Building and running the server: keys, backend, listener, accept loop
+//! Building and running the server: keys, engine, listener, accept loop
 //! and graceful shutdown.
 
 use std::{
@@ -15,7 +15,8 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
 };
 use tidings_core::{
-    broker::{BrokerConfig, HistoryLimits, MessageId},
+    broker::{BrokerConfig, HistoryLimits},
+    hub::HubConfig,
     topic::Pattern,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -23,11 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{Access, Authenticator, KeyError, Keys},
-    backend::{
-        Backend, Fanout, MemoryBackend, RedisBackend, RedisSettings, RedisStartError, unix_millis,
-    },
     config::ServeArgs,
     conn::{self, ConnSettings, GuardedIo, HeadTimeouts},
+    engine::{Engine, MemoryEngine, RedisEngine, RedisSettings, RedisStartError},
     http::{AppState, Settings, cors_layer, router},
     limits::{Admission, ConnectionLimiter, SocketLimiter, fit_to_open_files},
     metrics::Metrics,
@@ -76,20 +75,24 @@ pub enum StartError {
     },
 }
 
-/// The broker settings that `args` ask for.
-pub fn broker_config(args: &ServeArgs) -> BrokerConfig {
-    BrokerConfig::default()
+/// The hub settings that `args` ask for.
+pub fn hub_config(args: &ServeArgs) -> HubConfig {
+    let broker = BrokerConfig::default()
         .queue_capacity(args.queue)
+        .queue_bytes(args.queue_bytes)
+        .total_queue_bytes(args.queue_total_bytes)
         .history(HistoryLimits {
             per_topic: args.history,
             ..HistoryLimits::default()
-        })
+        });
+    HubConfig::default()
+        .broker(broker)
+        .idempotency_window_us(args.idempotency_window.as_micros() as u64)
 }
 
-/// The one-process backend for `args`.
-pub fn memory_backend(args: &ServeArgs) -> Arc<dyn Backend> {
-    let fanout = Fanout::new(broker_config(args), MessageId::new(unix_millis(), 0));
-    Arc::new(MemoryBackend::new(Arc::new(fanout)))
+/// The one-process engine for `args`.
+pub fn memory_engine(args: &ServeArgs) -> Arc<dyn Engine> {
+    Arc::new(MemoryEngine::new(hub_config(args)))
 }
 
 /// A running server. Dropping the handle does not stop it; call
@@ -149,30 +152,31 @@ impl RunningServer {
     }
 }
 
-/// Starts a server for `args` with the backend they ask for.
+/// Starts a server for `args` with the engine they ask for.
 pub async fn start(args: ServeArgs) -> Result<RunningServer, StartError> {
-    let backend = match &args.redis {
-        Some(url) => redis_backend(&args, url).await?,
-        None => memory_backend(&args),
+    let engine = match &args.redis {
+        Some(url) => redis_engine(&args, url).await?,
+        None => memory_engine(&args),
     };
-    start_with_backend(args, backend).await
+    start_with_engine(args, engine).await
 }
 
-/// The cluster backend for `args` (`--redis`): connects to Redis and loads
+/// The cluster engine for `args` (`--redis`): connects to Redis and loads
 /// the shared history.
-async fn redis_backend(args: &ServeArgs, url: &str) -> Result<Arc<dyn Backend>, StartError> {
+async fn redis_engine(args: &ServeArgs, url: &str) -> Result<Arc<dyn Engine>, StartError> {
     let mut settings = RedisSettings::new(url);
     settings.stream_key = args.redis_stream_key.clone();
     settings.history = args.redis_history;
-    Ok(Arc::new(
-        RedisBackend::connect(settings, broker_config(args)).await?,
-    ))
+    settings.idempotency_window = args.idempotency_window;
+    let engine = Arc::new(RedisEngine::connect(settings, hub_config(args)).await?);
+    engine.start_probe();
+    Ok(engine)
 }
 
-/// Starts a server for `args` on a given backend (the cluster mode's entry).
-pub async fn start_with_backend(
+/// Starts a server for `args` on a given engine.
+pub async fn start_with_engine(
     args: ServeArgs,
-    backend: Arc<dyn Backend>,
+    engine: Arc<dyn Engine>,
 ) -> Result<RunningServer, StartError> {
     let mut keys = Keys::default().with_policy(args.token_policy());
     let mut generated_secret = None;
@@ -224,7 +228,7 @@ pub async fn start_with_backend(
     let state = Arc::new(AppState::new(
         settings,
         Authenticator::new(keys, public),
-        backend,
+        engine,
         ConnectionLimiter::new(args.max_connections, args.max_connections_per_ip),
         args.heartbeat,
         args.write_timeout,
@@ -379,22 +383,22 @@ async fn serve(
     // let responses and publishes in flight finish, within the timeout.
     drop(listener);
     state.shutting_down.store(true, Relaxed);
-    let fanout = state.backend.fanout().clone();
-    fanout.close_all();
+    let hub = state.engine.hub().clone();
+    hub.close_all();
     let finish = async {
         // A subscription opened while we were closing the others is closed
         // by a later round.
         let closer = async {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                fanout.close_all();
+                hub.close_all();
             }
         };
         tokio::select! {
             _ = graceful.shutdown() => {}
             _ = closer => {}
         }
-        state.backend.shutdown().await;
+        state.engine.shutdown().await;
     };
     if tokio::time::timeout(shutdown_timeout, finish)
         .await

@@ -46,13 +46,15 @@ async fn a_message_published_on_either_instance_reaches_both_in_the_same_order()
     }
     assert_eq!(seen_a, seen_b, "same events in the same order on both");
     let ids: Vec<String> = seen_a.iter().map(|(id, ..)| id.clone()).collect();
-    let parsed: Vec<(u64, u64)> = ids.iter().map(|id| parse_id(id)).collect();
+    let parsed: Vec<(String, u64)> = ids.iter().map(|id| parse_id(id)).collect();
     assert!(
-        parsed.windows(2).all(|w| w[0] < w[1]),
-        "ids increase: {ids:?}"
+        parsed
+            .windows(2)
+            .all(|w| w[0].0 == w[1].0 && w[0].1 + 1 == w[1].1),
+        "one epoch, numbered without holes: {ids:?}"
     );
     let mut sorted_published = published.clone();
-    sorted_published.sort_by_key(|id| parse_id(id));
+    sorted_published.sort_by_key(|id| parse_id(id).1);
     assert_eq!(
         ids, sorted_published,
         "exactly the published ids, once each"
@@ -172,13 +174,11 @@ async fn a_fresh_instance_replays_what_was_published_before_it_started() {
     let e = s.event().await;
     assert_eq!((e.last_event_id, e.data), (live, "\"live\"".to_owned()));
 
-    // Without an id: only new messages. With an id older than the stream: a gap first.
+    // Without an id: only new messages. With an id of an earlier epoch of
+    // the log (or any id it cannot place): a gap first.
     let mut fresh = late.subscribe(&["demo:log"], None).await;
     fresh.connected().await;
-    let (t, _) = parse_id(&ids[0]);
-    let mut old = late
-        .subscribe(&["demo:log"], Some(&format!("{}-0", t - 1)))
-        .await;
+    let mut old = late.subscribe(&["demo:log"], Some("3k9xq2m1-4")).await;
     old.connected().await;
     assert_eq!(old.event().await.event_type, "tidings.gap");
     let next = a.publish("demo:log", json!("next")).await;
@@ -207,14 +207,17 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
     let (status, body) = b.post(&json!({"topic": "demo:x", "data": "lost?"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
-    // It says what to do, not where Redis is (the log has that).
-    assert_eq!(
-        body["error"]["message"],
-        format!(
-            "the message was not confirmed: {}",
-            tidings_server::error::ENGINE_UNAVAILABLE
-        ),
+    // Refused before it was sent ("nothing was published"), or sent on a
+    // connection that then broke ("may or may not have been published",
+    // retry with the same Idempotency-Key): never a silent answer.
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("nothing was published") || message.contains("Idempotency-Key"),
         "{body}"
+    );
+    assert!(
+        !message.contains("127.0.0.1"),
+        "no internal address: {body}"
     );
     // A burst of publishes while it is down: every one refused, none lost
     // silently, none hanging.
@@ -231,12 +234,17 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
     })
     .await;
     assert_eq!(b.metric("tidings_redis_up").await, 0.0);
-    assert_eq!(b.metric("tidings_redis_publish_failures_total").await, 21.0);
+    let refused = b
+        .metric("tidings_redis_publish_failures_total{kind=\"unavailable\"}")
+        .await
+        + b.metric("tidings_redis_publish_failures_total{kind=\"uncertain\"}")
+            .await;
+    assert_eq!(refused, 21.0);
     // The streams stay open: heartbeats keep coming while Redis is away.
     on_a.heartbeats(2).await;
     on_b.heartbeats(2).await;
 
-    // Redis comes back empty (no persistence).
+    // Redis comes back empty (no persistence): a new epoch of the log.
     redis.restart();
     eventually("healthz 200 on both", async || {
         a.health().await == StatusCode::OK && b.health().await == StatusCode::OK
@@ -248,20 +256,25 @@ async fn restarting_redis_mid_stream_publish_and_healthz_answer_503_streams_stay
     let batch = b
         .publish_batch(&[("demo:y", json!(1)), ("demo:y", json!(2))])
         .await;
-    assert!(
-        parse_id(&after) > parse_id(&before),
-        "{after} after {before}"
-    );
-    let expected = [after.clone(), batch[0].clone(), batch[1].clone()];
+    assert_ne!(parse_id(&after).0, parse_id(&before).0, "a new epoch");
+    let mut expected = [after.clone(), batch[0].clone(), batch[1].clone()];
+    expected.sort_by_key(|id| parse_id(id).1);
     for stream in [&mut on_a, &mut on_b] {
-        let mut got = stream.ids(3).await;
-        got.sort_by_key(|id| parse_id(id));
+        // Redis lost what it had: the streams that stayed open are told,
+        // then get what is published after.
+        let gap = stream.event().await;
+        assert_eq!(gap.event_type, "tidings.gap", "{gap:?}");
+        assert!(gap.data.contains("engine_restarted"), "{gap:?}");
+        let got = stream.ids(3).await;
         assert_eq!(got, expected, "delivered on the stream that stayed open");
     }
-    // A client of A resumes on B after the restart from an id before it.
+    // A client of A resumes on B after the restart from an id before it:
+    // told, then live.
     let mut resumed = b.subscribe(&["demo:x"], Some(&before)).await;
     resumed.connected().await;
-    assert_eq!(resumed.event().await.last_event_id, after);
+    assert_eq!(resumed.event().await.event_type, "tidings.gap");
+    let next = a.publish("demo:x", json!("next")).await;
+    assert_eq!(resumed.event().await.last_event_id, next);
 }
 
 #[tokio::test]
@@ -275,13 +288,10 @@ async fn a_publish_after_redis_closed_the_idle_publisher_connection_still_succee
     s.connected().await;
     let first = a.publish("demo:idle", json!(1)).await;
     assert_eq!(s.event().await.last_event_id, first);
-    // Only the blocked reader (and this check's own connection) remain.
-    eventually("Redis to close the idle publisher connection", async || {
-        let info = redis_cli(&url, &["INFO", "clients"]).unwrap();
-        let info: String = redis::from_redis_value(info).unwrap();
-        info.contains("connected_clients:2\r\n")
-    })
-    .await;
+    // Quiet for longer than Redis keeps idle connections (this is not a
+    // timing assertion: it gives Redis's timeout the chance to act). The
+    // engine's probe keeps its connection in use, or replaces it.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let second = a.publish("demo:idle", json!(2)).await;
     assert_eq!(s.event().await.last_event_id, second);
 }
@@ -327,9 +337,10 @@ fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
     );
 }
 
-fn parse_id(id: &str) -> (u64, u64) {
-    let (t, s) = id
+/// An id's epoch and sequence number.
+fn parse_id(id: &str) -> (String, u64) {
+    let (epoch, seq) = id
         .split_once('-')
-        .unwrap_or_else(|| panic!("not a stream id: {id}"));
-    (t.parse().unwrap(), s.parse().unwrap())
+        .unwrap_or_else(|| panic!("not a Tidings id: {id}"));
+    (epoch.to_owned(), seq.parse().unwrap())
 }

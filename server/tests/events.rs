@@ -24,7 +24,13 @@ async fn stream_starts_at_once_with_exact_headers_retry_and_connected() {
     assert_eq!(s.next_item().await, Some(Item::Retry(1234)));
     let connected = s.event().await;
     assert_eq!(connected.event_type, "tidings.connected");
-    assert_eq!(connected.last_event_id, "", "connected must not set an id");
+    // The first frame carries an id: a stream cut before its first message
+    // resumes from it without loss.
+    let position = connected.last_event_id.clone();
+    assert!(
+        position.ends_with("-0"),
+        "a fresh server stands at 0: {position}"
+    );
     let data = data(&connected);
     let id = data["connectionId"].as_str().unwrap();
     assert_eq!(id.len(), 32);
@@ -32,6 +38,14 @@ async fn stream_starts_at_once_with_exact_headers_retry_and_connected() {
     assert_eq!(data["topics"], json!(["demo:a", "demo:b:*"]));
     // The raw bytes start with the retry field.
     assert!(s.raw.starts_with(b"retry: 1234\n"));
+    drop(s);
+    let published = t.publish_one("demo:a", json!(1)).await;
+    let mut resumed = t
+        .subscribe_with(&["demo:a"], &[("lastEventId", position.as_str())], |r| r)
+        .await
+        .unwrap();
+    resumed.connected().await;
+    assert_eq!(resumed.event().await.last_event_id, published);
 }
 
 #[tokio::test]

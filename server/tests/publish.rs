@@ -58,9 +58,14 @@ async fn single_and_batch_answers_with_ids_in_order() {
     assert_eq!(ids.len(), 3);
     let mut all = vec![one.clone()];
     all.extend(ids.iter().cloned());
-    let parsed: Vec<tidings_core::broker::MessageId> =
+    let parsed: Vec<tidings_core::message::MessageId> =
         all.iter().map(|i| i.parse().unwrap()).collect();
-    assert!(parsed.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    assert!(
+        parsed
+            .windows(2)
+            .all(|w| w[0].epoch == w[1].epoch && w[0].seq + 1 == w[1].seq),
+        "one epoch, numbered without holes: {all:?}"
+    );
 
     let e = s.event().await;
     assert_eq!(

@@ -11,7 +11,8 @@ use axum::{
 use bytes::Bytes;
 use serde_json::json;
 use tidings_core::{
-    broker::MessageId,
+    broker::Placement,
+    message::{ConnectionId, Frame},
     sse::{Event, encode_retry},
     topic::Pattern,
 };
@@ -19,15 +20,10 @@ use tidings_core::{
 use super::AppState;
 use crate::{
     auth::{AuthError, Session, find_token},
-    backend::ConnectionId,
     error::ApiError,
     stream::{ConnectionInfo, EventStream, StreamParts},
 };
 
-/// Event sent first on every stream.
-pub const CONNECTED_EVENT: &str = "tidings.connected";
-/// Event sent when messages after the resume id are no longer retained.
-pub const GAP_EVENT: &str = "tidings.gap";
 /// Event sent, without an `id:`, just before the server ends a stream
 /// whose token expired; data `{"exp": <the token's exp>}`.
 pub const EXPIRED_EVENT: &str = "tidings.expired";
@@ -102,43 +98,44 @@ pub(super) async fn subscribe(
         .map(str::to_owned)
         .or(query.last_event_id)
         .filter(|s| !s.trim().is_empty());
-    let (resume, unknown_resume) = match resume_text.as_deref().map(str::trim) {
-        None => (None, false),
-        Some(text) => match text.parse::<MessageId>() {
-            Ok(id) => (Some(id), false),
-            // Not one of our ids (another deployment?): start live, say so.
-            Err(_) => (None, true),
-        },
-    };
 
     // Limits last, so refused requests take no place.
     let conn = conn.map(|axum::Extension(c)| c);
     let ip = state.client_ip(conn.as_ref(), &headers);
     let permit = state.limiter.acquire(ip)?;
 
-    let connection = ConnectionId::random();
+    // Where the stream starts: the hub places the resume id; one ahead of
+    // this instance is waited for only if the engine has produced it.
+    let hub = state.engine.hub();
+    let mut placement = hub.place(resume_text.as_deref());
+    if let Placement::Ahead(_) = placement {
+        placement = state.engine.confirm_ahead(placement).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot place a resume id ahead of this instance");
+            ApiError::Unavailable(
+                "the message engine is unavailable, so the resume point cannot be checked; retry later"
+                    .into(),
+            )
+        })?;
+    }
+    let connection = ConnectionId::from_random(rand::random());
     let topic_count = patterns.len();
-    let (subscription, subscribed) = state
-        .backend
-        .subscribe(patterns, resume, connection)
-        .await
-        .map_err(|e| ApiError::engine_unavailable("cannot subscribe now", e))?;
+    let (subscription, subscribed) = hub.subscribe(&patterns, placement, Some(connection));
 
+    // `retry:`, `tidings.connected` with the stream's position as its id
+    // (a stream cut before its first message resumes from there), and
+    // `tidings.gap` when continuity cannot be promised.
     let mut preface = Vec::with_capacity(256);
     encode_retry(settings.retry_ms, &mut preface);
-    let connected = json!({"connectionId": connection.to_string(), "topics": query.topics});
-    let connected = connected.to_string();
-    let _ = Event::new(&connected)
-        .with_event(CONNECTED_EVENT)
-        .encode(&mut preface);
-    if subscribed.gap || unknown_resume {
-        let gap = json!({"lastEventId": resume_text}).to_string();
-        let _ = Event::new(&gap).with_event(GAP_EVENT).encode(&mut preface);
+    let topics: Vec<&str> = query.topics.iter().map(String::as_str).collect();
+    preface.extend_from_slice(&Frame::connected(subscribed.position, connection, &topics).bytes);
+    if let Some(reason) = subscribed.gap {
+        let gap = Frame::gap(subscribed.position, reason, resume_text.as_deref(), 0);
+        preface.extend_from_slice(&gap.bytes);
     }
     let mut farewell = Vec::with_capacity(16);
     encode_retry(settings.shutdown_retry_ms, &mut farewell);
 
-    tracing::debug!(%connection, %ip, topics = topic_count, replayed = subscribed.replayed, gap = subscribed.gap, "stream opened");
+    tracing::debug!(%connection, %ip, topics = topic_count, replayed = subscribed.replayed, gap = ?subscribed.gap, "stream opened");
     let stream = EventStream::new(StreamParts {
         preface: Bytes::from(preface),
         farewell: Bytes::from(farewell),
@@ -146,7 +143,6 @@ pub(super) async fn subscribe(
         subscription,
         connection,
         patterns: topic_count,
-        fanout: state.backend.fanout().clone(),
         metrics: state.metrics.clone(),
         _permit: permit,
         slot: state

@@ -28,7 +28,7 @@ use tower_http::{
 
 use crate::{
     auth::Authenticator,
-    backend::Backend,
+    engine::Engine,
     error::ApiError,
     limits::ConnectionLimiter,
     metrics::Metrics,
@@ -56,7 +56,7 @@ pub struct Settings {
 pub struct AppState {
     pub(crate) settings: Settings,
     pub(crate) auth: Authenticator,
-    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) engine: Arc<dyn Engine>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limiter: ConnectionLimiter,
     pub(crate) watchdog: Arc<Watchdog>,
@@ -76,7 +76,7 @@ impl AppState {
     pub(crate) fn new(
         settings: Settings,
         auth: Authenticator,
-        backend: Arc<dyn Backend>,
+        engine: Arc<dyn Engine>,
         limiter: ConnectionLimiter,
         heartbeat: Duration,
         write_timeout: Duration,
@@ -84,7 +84,7 @@ impl AppState {
         Self {
             settings,
             auth,
-            backend,
+            engine,
             metrics: Arc::default(),
             limiter,
             watchdog: Arc::new(Watchdog::new(heartbeat, write_timeout)),

@@ -23,7 +23,7 @@ pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    match state.backend.ready() {
+    match state.engine.ready() {
         Ok(()) => {
             *last_logged() = None;
             axum::Json(json!({"status": "ok"})).into_response()
@@ -54,7 +54,7 @@ fn last_logged() -> std::sync::MutexGuard<'static, Option<String>> {
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
-    let stats = state.backend.fanout().stats();
+    let stats = state.engine.hub().stats();
     let mut gauge = |name: &str, help: &str, value: usize| {
         let _ = writeln!(
             text,
@@ -76,7 +76,12 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "Topics with retained messages.",
         stats.topics,
     );
-    state.backend.render_metrics(&mut text);
+    gauge(
+        "tidings_queued_bytes",
+        "Bytes of messages waiting in streams' queues.",
+        stats.queued_bytes,
+    );
+    state.engine.render_metrics(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -5,23 +5,23 @@ use std::sync::{Arc, atomic::Ordering::Relaxed};
 use axum::{
     body::Body,
     extract::{RawQuery, State},
-    http::{HeaderMap, header},
+    http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
-use tidings_core::topic::Topic;
+use tidings_core::{
+    message::{ConnectionId, EventType, IdempotencyKey, Outgoing},
+    topic::Topic,
+};
 
 use super::AppState;
 use crate::{
     auth::{AuthError, find_token},
-    backend::Outgoing,
+    engine::PublishError,
     error::ApiError,
 };
-
-/// Longest event type, in bytes.
-pub const MAX_TYPE_LEN: usize = 128;
 
 /// One message as posted.
 #[derive(Debug, Deserialize)]
@@ -32,6 +32,8 @@ struct Posted {
     event_type: Option<String>,
     data: Option<Box<RawValue>>,
     exclude: Option<String>,
+    #[serde(rename = "idempotencyKey")]
+    idempotency_key: Option<String>,
 }
 
 pub(super) async fn publish(
@@ -98,6 +100,27 @@ pub(super) async fn publish(
             max: settings.max_batch,
         });
     }
+    // `Idempotency-Key` names one message; a batch names each in its body.
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(_) if is_batch => {
+            return Err(ApiError::BadRequest(
+                "`Idempotency-Key` names one message: in a batch, give each message an `idempotencyKey` field".into(),
+            ));
+        }
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| IdempotencyKey::new(v).ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "`Idempotency-Key`: {}",
+                        tidings_core::message::IdempotencyKeyError
+                    ))
+                })?,
+        ),
+    };
 
     let mut batch = Vec::with_capacity(posted.len());
     for message in posted {
@@ -111,59 +134,61 @@ pub(super) async fn publish(
                 )),
             });
         }
-        let event_type = message.event_type.unwrap_or_else(|| "message".to_owned());
-        check_type(&event_type)?;
+        let event_type = match message.event_type.as_deref() {
+            None => EventType::MESSAGE,
+            Some(text) => EventType::new(text).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        };
         let data = message
             .data
             .as_deref()
             .map_or_else(|| "null".to_owned(), |raw| compact_json(raw.get()));
-        batch.push(Outgoing {
-            topic,
-            event_type,
-            data,
-            exclude: message.exclude,
-        });
+        let mut outgoing = Outgoing::new(topic, event_type, data);
+        outgoing.exclude = match message.exclude.as_deref() {
+            None => None,
+            Some(text) => Some(
+                text.parse::<ConnectionId>()
+                    .map_err(|e| ApiError::BadRequest(format!("`exclude`: {e}")))?,
+            ),
+        };
+        outgoing.idempotency_key = match message.idempotency_key.as_deref() {
+            None => header_key.clone(),
+            Some(text) => Some(
+                IdempotencyKey::new(text)
+                    .map_err(|e| ApiError::BadRequest(format!("`idempotencyKey`: {e}")))?,
+            ),
+        };
+        batch.push(outgoing);
     }
 
-    let count = batch.len();
-    let ids = state
-        .backend
-        .publish(batch)
-        .await
-        .map_err(|e| ApiError::engine_unavailable("the message was not confirmed", e))?;
-    state.metrics.published.fetch_add(count as u64, Relaxed);
-    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let accepted = state.engine.publish(batch).await.map_err(|e| match e {
+        PublishError::KeyReused(reused) => ApiError::IdempotencyKeyReused(reused.to_string()),
+        PublishError::Unavailable(ref detail) | PublishError::Uncertain(ref detail) => {
+            tracing::warn!(error = %detail, "publish not accepted");
+            ApiError::Unavailable(e.to_string())
+        }
+    })?;
+    let fresh = accepted.iter().filter(|a| !a.repeat).count();
+    state.metrics.published.fetch_add(fresh as u64, Relaxed);
+    let ids: Vec<String> = accepted.iter().map(|a| a.id.to_string()).collect();
     let body = if is_batch {
         json!({ "ids": ids })
     } else {
         json!({ "id": ids.first() })
     };
-    Ok(axum::Json(body).into_response())
+    let mut response = axum::Json(body).into_response();
+    if accepted.iter().any(|a| a.repeat) {
+        // Stripe's name for "this answer repeats an earlier publish".
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 fn bad_json(e: &serde_json::Error) -> ApiError {
     ApiError::BadRequest(format!(
-        "the body must be a message {{\"topic\", \"type\", \"data\", \"exclude\"}} or an array of them: {e}"
+        "the body must be a message {{\"topic\", \"type\", \"data\", \"exclude\", \"idempotencyKey\"}} or an array of them: {e}"
     ))
-}
-
-fn check_type(event_type: &str) -> Result<(), ApiError> {
-    if event_type.is_empty() || event_type.len() > MAX_TYPE_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "`type` must be 1 to {MAX_TYPE_LEN} bytes"
-        )));
-    }
-    if event_type.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "`type` must not contain control characters or line breaks".into(),
-        ));
-    }
-    if event_type.starts_with("tidings.") {
-        return Err(ApiError::BadRequest(
-            "types starting with `tidings.` are reserved for the server's own events".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Removes the insignificant whitespace of valid JSON, keeping every value
@@ -206,13 +231,5 @@ mod tests {
             compact_json("123456789012345678901234567890"),
             "123456789012345678901234567890"
         );
-    }
-
-    #[test]
-    fn reserved_and_unsafe_types_are_refused() {
-        assert!(check_type("status").is_ok());
-        assert!(check_type("tidings.gap").is_err());
-        assert!(check_type("a\nb").is_err());
-        assert!(check_type("").is_err());
     }
 }

@@ -6,19 +6,19 @@ use std::{
     pin::Pin,
     sync::{Arc, atomic::Ordering::Relaxed},
     task::{Context, Poll},
-    time::Instant,
 };
 
 use bytes::Bytes;
 use futures_core::Stream;
 use tidings_core::{
     broker::{RecvError, SharedMessage},
+    message::{ConnectionId, Frame},
     sse::HEARTBEAT,
 };
 
 use super::watchdog::SlotGuard;
 use crate::{
-    backend::{ConnectionId, Fanout, Frame, FrameSubscription},
+    engine::{FrameSubscription, clock},
     limits::ConnectionPermit,
     metrics::{DropReason, Metrics},
 };
@@ -38,7 +38,6 @@ pub(crate) struct StreamParts {
     pub subscription: FrameSubscription,
     pub connection: ConnectionId,
     pub patterns: usize,
-    pub fanout: Arc<Fanout>,
     pub metrics: Arc<Metrics>,
     pub _permit: ConnectionPermit,
     pub slot: SlotGuard,
@@ -118,12 +117,12 @@ impl Stream for EventStream {
             }
         }
         if !this.batch.is_empty() {
-            let now = Instant::now();
-            this.parts.metrics.record_latencies(
-                this.batch
-                    .iter()
-                    .map(|m| now.saturating_duration_since(m.payload().published_at)),
-            );
+            let now = clock::now_us();
+            this.parts
+                .metrics
+                .record_latencies(this.batch.iter().map(|m| {
+                    std::time::Duration::from_micros(now.saturating_sub(m.payload().published_us))
+                }));
             this.parts
                 .metrics
                 .delivered
@@ -167,9 +166,9 @@ impl Drop for EventStream {
         metrics
             .patterns
             .fetch_sub(self.parts.patterns as i64, Relaxed);
-        self.parts.fanout.forget(self.parts.connection);
         tracing::debug!(connection = %self.parts.connection, ?reason, "stream ended");
-        // The subscription, the connection permit and the watchdog slot are
-        // released as the fields drop.
+        // The subscription (and with it the `exclude` registration), the
+        // connection permit and the watchdog slot are released as the
+        // fields drop.
     }
 }

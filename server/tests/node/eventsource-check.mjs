@@ -56,7 +56,9 @@ const live = await new Promise((resolve) => {
     if (type === 'tidings.connected') {
       const info = JSON.parse(event.data);
       if (!/^[0-9a-f]{32}$/.test(info.connectionId)) fail(`bad connectionId ${event.data}`);
-      if (event.lastEventId !== '') fail('tidings.connected must not carry an id');
+      // The first frame's id is a resume point (a stream cut before its
+      // first message resumes from it): EventSource must expose it.
+      if (!/^[0-9a-z]+-\d+$/.test(event.lastEventId)) fail(`tidings.connected must carry a resumable id, got '${event.lastEventId}'`);
       ids = await publish(messages);
       return;
     }

@@ -7,7 +7,7 @@
 //! (`PR_SET_PDEATHSIG` from a spawner thread that lives as long as the
 //! process), so a crashed or killed test run leaves no server behind.
 //!
-//! Shared by the unit tests of `backend::nats` and the integration tests
+//! Shared by the unit tests of `engine::nats` and the integration tests
 //! (included with `#[path]`): plain `std`, blocking.
 #![allow(dead_code)]
 

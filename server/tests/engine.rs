@@ -1,4 +1,4 @@
-//! The backend seam: a backend that cannot accept publishes makes them 503
+//! The engine seam: an engine that cannot accept publishes makes them 503
 //! (never a silent loss) and `/healthz` 503, while streams stay open.
 
 mod support;
@@ -10,49 +10,51 @@ use std::sync::{
 
 use serde_json::json;
 use support::*;
-use tidings_core::broker::MessageId;
-use tidings_server::backend::{Backend, BackendError, BoxFuture, Fanout, MemoryBackend, Outgoing};
+use tidings_core::message::Outgoing;
+use tidings_server::engine::{
+    Accepted, BoxFuture, Engine, EngineError, Hub, MemoryEngine, PublishError,
+};
 
-/// The in-memory backend with an on/off switch, like a cluster whose Redis
+/// The in-memory engine with an on/off switch, like a cluster whose Redis
 /// goes away and comes back.
 struct Flaky {
-    inner: MemoryBackend,
+    inner: MemoryEngine,
     up: Arc<AtomicBool>,
 }
 
-impl Backend for Flaky {
-    fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<MessageId>, BackendError>> {
+impl Engine for Flaky {
+    fn hub(&self) -> &Arc<Hub> {
+        self.inner.hub()
+    }
+    fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<Accepted>, PublishError>> {
         if self.up.load(SeqCst) {
             self.inner.publish(batch)
         } else {
-            Box::pin(async { Err(BackendError("the shared log is unreachable".into())) })
+            Box::pin(async {
+                Err(PublishError::Unavailable(EngineError::new(
+                    "the shared log at 10.0.0.7:6379 is unreachable",
+                )))
+            })
         }
     }
-    fn fanout(&self) -> &Arc<Fanout> {
-        self.inner.fanout()
-    }
-    fn ready(&self) -> Result<(), BackendError> {
+    fn ready(&self) -> Result<(), EngineError> {
         if self.up.load(SeqCst) {
             Ok(())
         } else {
-            Err(BackendError("the shared log is unreachable".into()))
+            Err(EngineError::new("the shared log is unreachable"))
         }
     }
 }
 
 #[tokio::test]
-async fn publishes_are_refused_with_503_while_the_backend_is_down() {
+async fn publishes_are_refused_with_503_while_the_engine_is_down() {
     let a = args();
     let up = Arc::new(AtomicBool::new(true));
-    let fanout = Arc::new(Fanout::new(
-        tidings_server::broker_config(&a),
-        MessageId::new(1, 0),
-    ));
-    let backend = Flaky {
-        inner: MemoryBackend::new(fanout),
+    let engine = Flaky {
+        inner: MemoryEngine::new(tidings_server::hub_config(&a)),
         up: up.clone(),
     };
-    let server = tidings_server::start_with_backend(a, Arc::new(backend))
+    let server = tidings_server::start_with_engine(a, Arc::new(engine))
         .await
         .unwrap();
     let t = TestServer {
@@ -70,6 +72,11 @@ async fn publishes_are_refused_with_503_while_the_backend_is_down() {
         .unwrap_err();
     assert_eq!(r.status, 503);
     assert_eq!(r.code(), "unavailable");
+    assert!(
+        !r.message().contains("10.0.0.7"),
+        "no internal address in a public error: {}",
+        r.message()
+    );
     assert!(r.headers.contains_key("retry-after"));
     let health = t.http.get(t.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 503);

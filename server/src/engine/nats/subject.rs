@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use tidings_core::topic::{Pattern, Topic};
-//! use tidings_server::backend::nats::Subjects;
+//! use tidings_server::engine::nats::Subjects;
 //!
 //! let subjects = Subjects::new("tidings")?;
 //! let topic = Topic::new("order:v1.2:50%")?;

@@ -1,0 +1,125 @@
+//! Engines: where publishes go and how messages reach this instance's hub.
+//!
+//! The decisions live in `tidings-core`: the [`Hub`] numbers messages (as
+//! the log itself) or follows a shared log ([`tidings_core::log::Follower`])
+//! and tells streams `tidings.gap` when continuity cannot be proven. An
+//! [`Engine`] only moves bytes and time in and out of it:
+//!
+//! - [`MemoryEngine`] (one process): a publish goes straight into the hub,
+//!   which is the log.
+//! - [`RedisEngine`] (several instances): a publish is appended to a Redis
+//!   stream by a script that numbers it; one reader per instance feeds what
+//!   it reads, in order, into the hub, and reports reconnects so the
+//!   follower can check nothing was lost.
+
+pub mod clock;
+mod memory;
+pub mod nats;
+pub mod redis;
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+pub use self::redis::{RedisEngine, RedisSettings, RedisStartError};
+pub use memory::MemoryEngine;
+pub use tidings_core::hub::{Accepted, KeyReused};
+use tidings_core::{broker::Placement, hub::SyncHub, message::Outgoing};
+
+/// The hub every engine feeds; streams subscribe to it.
+pub type Hub = SyncHub;
+
+/// A stream's subscription to the hub; dropping it unsubscribes.
+pub type FrameSubscription = tidings_core::hub::FrameSubscription<parking_lot::RawMutex>;
+
+/// A boxed, sendable future (keeps [`Engine`] object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a publish was not accepted.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The engine could not be asked: nothing was published (503).
+    Unavailable(EngineError),
+    /// The engine did not confirm in time, or the connection broke after
+    /// the publish was sent: it may have been published (503). A retry
+    /// with the same idempotency key is safe.
+    Uncertain(EngineError),
+    /// An idempotency key was already used for a different message (409).
+    KeyReused(KeyReused),
+}
+
+impl fmt::Display for PublishError {
+    /// The text for the publisher: what happened and what to do, without
+    /// internal addresses (those are in [`EngineError::detail`], for logs).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(_) => f.write_str(
+                "the message engine is unavailable, so nothing was published; retry later",
+            ),
+            Self::Uncertain(_) => f.write_str(
+                "the message engine did not confirm the publish in time, so it may or may not have been published; retry with the same Idempotency-Key to publish it exactly once",
+            ),
+            Self::KeyReused(reused) => reused.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PublishError {}
+
+/// What went wrong inside an engine, for logs and `/healthz` detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError {
+    /// What failed, with addresses and OS errors: for the operator's log,
+    /// never for clients.
+    pub detail: String,
+}
+
+impl EngineError {
+    /// An error with `detail`.
+    pub fn new(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Moves messages between publishers, the shared log (if any) and this
+/// instance's [`Hub`]. See the [module docs](self).
+pub trait Engine: Send + Sync + 'static {
+    /// The hub that streams subscribe to.
+    fn hub(&self) -> &Arc<Hub>;
+
+    /// Accepts `batch` for delivery on every instance, in order and
+    /// all-or-nothing, and returns the ids; repeated idempotency keys
+    /// answer the original ids.
+    fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<Accepted>, PublishError>>;
+
+    /// Resolves a [`Placement::Ahead`] (a resume id ahead of this
+    /// instance): waited for if the log has produced it, a gap otherwise.
+    /// One process is the log, so an id ahead of it cannot exist.
+    fn confirm_ahead(&self, placement: Placement) -> BoxFuture<'_, Result<Placement, EngineError>> {
+        let head = self.hub().position().seq;
+        Box::pin(async move { Ok(placement.confirm_ahead(head)) })
+    }
+
+    /// `Ok` when the engine can serve (for `/healthz`).
+    fn ready(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Appends the engine's own metrics (Prometheus text) to `out`.
+    fn render_metrics(&self, _out: &mut String) {}
+
+    /// Called once on shutdown after new work is refused; resolves when
+    /// in-flight work is done.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
