@@ -307,31 +307,43 @@ fn an_acknowledged_publish_the_log_lost_counts_as_went_back() {
 }
 
 #[test]
-fn a_future_or_foreign_resume_id_gets_a_gap_then_live_messages() {
+fn a_future_or_foreign_resume_id_gets_a_gap_and_is_never_silent() {
     // The finding 2, on a follower: a resume id the log has not
     // produced is not waited for forever.
     let mut log = SharedLog::new();
     let b = Instance::join(&log);
     publish(&mut log, 0..2);
     b.catch_up(&log);
-    for resume in [
-        MessageId::new(log.epoch, 50_000).to_string(),
-        "not-an-id".to_owned(),
-        "1795442515733-0".to_owned(),
-    ] {
+    let subscribe = |b: &Instance, log: &SharedLog, resume: &str| {
         // The driver asks the engine's head before waiting for an id ahead.
-        let placement = b.hub.place(Some(&resume)).confirm_ahead(log.head);
+        let placement = b.hub.place(Some(resume)).confirm_ahead(log.head);
         assert!(matches!(placement, Placement::Unplaceable(_)), "{resume}");
-        let (mut sub, subscribed) =
+        let (sub, subscribed) =
             b.hub
                 .subscribe(&[Pattern::new("room:>").unwrap()], placement, None);
-        assert!(subscribed.gap.is_some());
-        publish(&mut log, 2..3);
-        b.catch_up(&log);
-        let mut got = Vec::new();
-        sub.try_recv_many(&mut got, 10).unwrap();
-        assert_eq!(got.len(), 1, "live messages arrive after the gap");
-    }
+        Stream {
+            sub,
+            gap: subscribed.gap,
+            position: subscribed.position,
+            frames: Vec::new(),
+        }
+    };
+    // Ahead of everything the log produced: what it retains is what the
+    // client claims to have; it gets the gap, then live messages.
+    let mut future = subscribe(&b, &log, &MessageId::new(log.epoch, 50_000).to_string());
+    assert_eq!(future.gap, Some(GapReason::FutureId));
+    // Another epoch (the log restarted since) or not an id at all (`0-0`,
+    // an old-format id): everything retained came after what it had.
+    let mut foreign = subscribe(&b, &log, "1795442515733-0");
+    assert_eq!(foreign.gap, Some(GapReason::UnknownEpoch));
+    let mut garbage = subscribe(&b, &log, "0-0");
+    assert_eq!(garbage.gap, Some(GapReason::UnknownId));
+    publish(&mut log, 2..3);
+    b.catch_up(&log);
+    assert_eq!(future.take(), data(2..3));
+    assert_eq!(foreign.take(), data(0..3));
+    assert_eq!(garbage.take(), data(0..3));
+    assert_eq!(garbage.position, MessageId::new(log.epoch, 0));
 }
 
 #[test]

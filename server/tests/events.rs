@@ -178,13 +178,18 @@ async fn resume_older_than_history_sends_gap_first() {
     assert_eq!(s.event().await.last_event_id, ids[3]);
     assert_eq!(s.event().await.last_event_id, ids[4]);
 
-    // An id this server never issued (garbage) is a gap too, then live.
+    // An id this server never issued (garbage, an earlier process's): a gap
+    // too, then what is retained (all of it came after), then live.
     let mut s = t
         .subscribe_with(&["demo:g"], &[], |r| r.header("last-event-id", "not-an-id"))
         .await
         .unwrap();
     s.connected().await;
-    assert_eq!(s.event().await.event_type, "tidings.gap");
+    let gap = s.event().await;
+    assert_eq!(gap.event_type, "tidings.gap");
+    assert_eq!(data(&gap)["reason"], "unknown_id");
+    assert_eq!(s.event().await.last_event_id, ids[3]);
+    assert_eq!(s.event().await.last_event_id, ids[4]);
     let live = t.publish_one("demo:g", json!("live")).await;
     assert_eq!(s.event().await.last_event_id, live);
 }

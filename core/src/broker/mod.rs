@@ -382,7 +382,7 @@ impl<M> Broker<M> {
     /// assert!(matches!(broker.place(Some("z-3")), Placement::After(_)));
     /// assert!(matches!(broker.place(Some("z-6")), Placement::Ahead(_)));
     /// assert_eq!(broker.place(Some("y-3")), Placement::Unplaceable(GapReason::UnknownEpoch));
-    /// assert_eq!(broker.place(Some("1700000000000-0")), Placement::Unplaceable(GapReason::UnknownId));
+    /// assert_eq!(broker.place(Some("0-0")), Placement::Unplaceable(GapReason::UnknownId));
     /// ```
     pub fn place(&self, resume: Option<&str>) -> Placement {
         let Some(text) = resume.map(str::trim).filter(|t| !t.is_empty()) else {
@@ -527,12 +527,25 @@ impl<M: Weigh> Broker<M> {
         let mut replay = Vec::new();
         let mut high_water = self.last;
         let mut position = self.position();
+        // Replay after this sequence number (with `gap` already decided, or
+        // decided by what the history no longer holds).
+        let mut replay_after = None;
         match placement {
             Placement::Live => {}
-            Placement::Unplaceable(reason) => gap = Some(reason),
+            // From the future: everything retained is what the client
+            // claims to have; only what comes next is new.
+            Placement::Unplaceable(GapReason::FutureId) => gap = Some(GapReason::FutureId),
+            // Another epoch, or not an id: everything this epoch retains
+            // came after what the client had (the log started over, or it
+            // asked for everything with an id like `0-0`).
+            Placement::Unplaceable(reason) => {
+                gap = Some(reason);
+                replay_after = Some(self.floor);
+            }
             Placement::After(id) | Placement::Ahead(id) if id.epoch != self.epoch => {
                 // The epoch changed while the client was being placed.
                 gap = Some(GapReason::UnknownEpoch);
+                replay_after = Some(self.floor);
             }
             Placement::After(id) | Placement::Ahead(id) if id.seq > self.last => {
                 if matches!(placement, Placement::Ahead(_)) {
@@ -543,27 +556,28 @@ impl<M: Weigh> Broker<M> {
                     gap = Some(GapReason::FutureId);
                 }
             }
-            Placement::After(id) | Placement::Ahead(id) => {
-                let found = self.history.replay(patterns, id.seq);
-                let mut gap_through = found.gap_through;
-                if id.seq < self.floor {
-                    gap_through = Some(gap_through.map_or(self.floor, |g| g.max(self.floor)));
-                }
-                if gap_through.is_some() {
-                    gap = Some(GapReason::HistoryTrimmed);
-                }
-                replay = found.messages;
-                let keep = self.replay_fits(&replay);
-                if keep < replay.len() {
-                    // More than the queue holds: keep the newest, say so.
-                    let cut = replay.len() - keep;
-                    replay.drain(..cut);
-                    gap = Some(GapReason::ReplayTooLong);
-                    let before_kept = replay.first().map_or(self.last, |m| m.id.seq - 1);
-                    gap_through = Some(before_kept);
-                }
-                position = MessageId::new(self.epoch, gap_through.unwrap_or(id.seq));
+            Placement::After(id) | Placement::Ahead(id) => replay_after = Some(id.seq),
+        }
+        if let Some(after) = replay_after {
+            let found = self.history.replay(patterns, after);
+            let mut gap_through = found.gap_through;
+            if after < self.floor {
+                gap_through = Some(gap_through.map_or(self.floor, |g| g.max(self.floor)));
             }
+            if gap_through.is_some() && gap.is_none() {
+                gap = Some(GapReason::HistoryTrimmed);
+            }
+            replay = found.messages;
+            let keep = self.replay_fits(&replay);
+            if keep < replay.len() {
+                // More than the queue holds: keep the newest, say so.
+                let cut = replay.len() - keep;
+                replay.drain(..cut);
+                gap = Some(GapReason::ReplayTooLong);
+                let before_kept = replay.first().map_or(self.last, |m| m.id.seq - 1);
+                gap_through = Some(before_kept);
+            }
+            position = MessageId::new(self.epoch, gap_through.unwrap_or(after));
         }
         let replayed = replay.len();
         let queued_bytes: usize = replay.iter().map(|m| m.weight).sum();
