@@ -40,7 +40,10 @@ use crate::{
     broker::{
         Broker, BrokerConfig, BrokerStats, Placement, SharedBroker, Subscribed, Subscription,
     },
-    log::{Chain, Follower, GapReason, IdempotencyWindow, LogState, Resync, Seen, Verdict},
+    log::{
+        Chain, Follower, GapReason, IdempotencyWindow, LogState, Resync, ResyncTicket, Seen,
+        Verdict,
+    },
     message::{ConnectionId, Epoch, Frame, MessageId, Outgoing},
     topic::{Pattern, Topic},
 };
@@ -383,15 +386,32 @@ impl<R: RawMutex> Hub<R> {
         }
     }
 
+    /// Take this just before asking the log for its [`LogState`], and pass
+    /// it to [`resync`](Self::resync) with the answer: publishes
+    /// acknowledged while the question was in flight may be newer than the
+    /// answer and must not be mistaken for entries the log lost.
+    ///
+    /// ```
+    /// # use tidings_core::{hub::{Hub, HubConfig}, message::Epoch, log::{LogState, Resync}};
+    /// let epoch = Epoch::from_random(7);
+    /// let hub: tidings_core::hub::SyncHub = Hub::new(HubConfig::default(), epoch, 0);
+    /// let ticket = hub.resync_ticket();
+    /// let state = LogState { epoch, head: 0, oldest: None }; // asked from the log
+    /// assert_eq!(hub.resync(state, ticket, 0), Resync::Continue);
+    /// ```
+    pub fn resync_ticket(&self) -> ResyncTicket {
+        self.log.lock().follower.ticket()
+    }
+
     /// Judges the log's state after a (re)connect and applies it: lost
     /// entries and a new epoch are announced to live streams here. The
     /// driver then reads after [`position`](Self::position) (or, for
     /// `NewEpoch`, from the new epoch's oldest entry), or for `WentBack`
     /// makes the engine start a new epoch and resyncs again.
-    pub fn resync(&self, state: LogState, now_us: u64) -> Resync {
+    pub fn resync(&self, state: LogState, ticket: ResyncTicket, now_us: u64) -> Resync {
         let mut log = self.log.lock();
         let mut broker = self.broker.lock();
-        let decision = log.follower.resync(broker.position(), state);
+        let decision = log.follower.resync(broker.position(), state, ticket);
         match decision {
             Resync::Lost { through } => {
                 announce_loss(&mut broker, through, GapReason::EntriesLost, now_us);

@@ -97,6 +97,14 @@ pub struct LogState {
     pub oldest: Option<u64>,
 }
 
+/// What publishers had been told when a resync began (see
+/// [`Follower::ticket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[must_use]
+pub struct ResyncTicket {
+    acked: Option<MessageId>,
+}
+
 /// What to do after a (re)connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -212,9 +220,17 @@ impl Follower {
         self.chains.remove(topic.as_str());
     }
 
+    /// Takes note of what publishers were told before the log's state is
+    /// asked for. Pass it to [`resync`](Self::resync) with that state: a
+    /// publish acknowledged after the question may be newer than the answer
+    /// and must not count as lost.
+    pub fn ticket(&self) -> ResyncTicket {
+        ResyncTicket { acked: self.acked }
+    }
+
     /// Judges the log's state after a (re)connect. `position` is where the
-    /// local broker stands.
-    pub fn resync(&mut self, position: MessageId, log: LogState) -> Resync {
+    /// local broker stands; `ticket` was taken before `log` was asked for.
+    pub fn resync(&mut self, position: MessageId, log: LogState, ticket: ResyncTicket) -> Resync {
         if log.epoch != position.epoch {
             self.retire(position.epoch);
             self.chains.clear();
@@ -225,7 +241,7 @@ impl Follower {
                     .map_or(log.head, |oldest| oldest.saturating_sub(1)),
             };
         }
-        let acked = self
+        let acked = ticket
             .acked
             .filter(|a| a.epoch == position.epoch)
             .map_or(0, |a| a.seq);

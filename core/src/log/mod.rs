@@ -17,6 +17,6 @@ mod follower;
 mod gap;
 mod idempotency;
 
-pub use follower::{Chain, Follower, LogState, Resync, Verdict};
+pub use follower::{Chain, Follower, LogState, Resync, ResyncTicket, Verdict};
 pub use gap::GapReason;
 pub use idempotency::{IdempotencyWindow, Seen};

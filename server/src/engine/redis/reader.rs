@@ -183,8 +183,11 @@ impl Reader {
             .await?;
         let key = &self.settings.stream_key;
         loop {
+            // Publishes acknowledged after the question may be newer than
+            // the answer: the ticket keeps them from looking lost.
+            let ticket = self.hub.resync_ticket();
             let state: StreamState = read_state(&mut con, key).await?;
-            match self.hub.resync(state.log, clock::now_us()) {
+            match self.hub.resync(state.log, ticket, clock::now_us()) {
                 Resync::Continue => {}
                 Resync::Lost { through } => {
                     self.health.losses.fetch_add(1, Relaxed);
