@@ -88,6 +88,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_REDIS_HISTORY", default_value_t = crate::engine::redis::DEFAULT_HISTORY)]
     pub redis_history: usize,
 
+    /// How long a publish waits for Redis before it is answered 503 (cluster
+    /// mode). The answer then says the message may have been published:
+    /// retry with the same `Idempotency-Key`.
+    #[arg(long, env = "TIDINGS_REDIS_PUBLISH_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub redis_publish_timeout: Duration,
+
     /// Token signing/checking secret.
     #[command(flatten)]
     pub keys: KeyArgs,

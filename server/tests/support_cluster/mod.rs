@@ -130,6 +130,16 @@ impl PrivateRedis {
         panic!("redis-server on port {} did not answer", self.port);
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills it at once (SIGKILL: no save, no goodbye) and waits.
+    pub fn kill(&mut self) {
+        self.stop();
+    }
+
     /// Stops it by its pid and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -143,6 +153,15 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends `signal` (`"STOP"`, `"CONT"`, …) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {pid}");
 }
 
 /// One `tidings-server` process in cluster mode.
@@ -235,13 +254,14 @@ impl Instance {
 
     /// `GET /events` for `topics`, optionally resuming with `Last-Event-ID`.
     pub async fn subscribe(&self, topics: &[&str], last_event_id: Option<&str>) -> SseStream {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for topic in topics {
-            query.append_pair("topic", topic);
-        }
-        let mut request = self
-            .http
-            .get(self.url(&format!("/events?{}", query.finish())));
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for topic in topics {
+                query.append_pair("topic", topic);
+            }
+            query.finish()
+        };
+        let mut request = self.http.get(self.url(&format!("/events?{query}")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
