@@ -79,6 +79,31 @@ impl EventType {
         })
     }
 
+    /// `tidings.join`: a stream subscribed to a topic (presence). The server
+    /// publishes it through the log, on the topic's `$presence:` twin.
+    pub const JOIN: Self = Self(Cow::Borrowed("tidings.join"));
+
+    /// `tidings.leave`: a stream left a topic, or its entry expired.
+    pub const LEAVE: Self = Self(Cow::Borrowed("tidings.leave"));
+
+    /// Reads a type back from the shared log: a publisher's type, or one of
+    /// the server's own types that travel through the log
+    /// ([`JOIN`](Self::JOIN), [`LEAVE`](Self::LEAVE)).
+    ///
+    /// ```
+    /// use tidings_core::message::EventType;
+    ///
+    /// assert_eq!(EventType::from_log("tidings.join"), Ok(EventType::JOIN));
+    /// assert!(EventType::from_log("tidings.gap").is_err());
+    /// ```
+    pub fn from_log(text: &str) -> Result<Self, EventTypeError> {
+        match text {
+            "tidings.join" => Ok(Self::JOIN),
+            "tidings.leave" => Ok(Self::LEAVE),
+            _ => Self::new(text),
+        }
+    }
+
     /// One of the server's own types (`tidings.gap`, ...).
     pub const fn internal(name: &'static str) -> Self {
         Self(Cow::Borrowed(name))

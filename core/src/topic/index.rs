@@ -199,6 +199,18 @@ impl<V> PatternIndex<V> {
     /// Calls `f` with every value whose pattern matches `topic` (a valid
     /// topic name). A value stored under two matching patterns is seen twice.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&V)) {
+        if super::is_internal(topic) {
+            // Server-owned topics: no first-segment wildcard (see the
+            // topic module docs), so only the literal child of the root.
+            let (segment, after) = match topic.split_once(':') {
+                Some((segment, after)) => (segment, Some(after)),
+                None => (topic, None),
+            };
+            if let Some(&child) = self.nodes[ROOT].children.get(segment) {
+                self.visit(child, after, &mut f);
+            }
+            return;
+        }
         self.visit(ROOT, Some(topic), &mut f);
     }
 
@@ -249,10 +261,11 @@ mod tests {
     fn agrees_with_pattern_matches() {
         let patterns = [
             "a", "a:b", "a:*", "a:>", "*", ">", "*:b", "*:*", "a:b:c", "a:*:c", "*:>", "b:>",
-            "a:b:>",
+            "a:b:>", "$p", "$p:a", "$p:*", "$p:>", "$q:>",
         ];
         let topics = [
-            "a", "b", "a:b", "a:c", "b:b", "a:b:c", "a:x:c", "a:b:c:d", "x:y:z",
+            "a", "b", "a:b", "a:c", "b:b", "a:b:c", "a:x:c", "a:b:c:d", "x:y:z", "$p", "$p:a",
+            "$p:a:b",
         ];
         let mut index = PatternIndex::new();
         for (i, pat) in patterns.iter().enumerate() {
@@ -264,6 +277,10 @@ mod tests {
                 .collect();
             assert_eq!(matches(&index, topic), expected, "topic {topic}");
         }
+        // Server-owned topics: only the `$p` patterns (13..=16) see them.
+        assert_eq!(matches(&index, "$p:a"), [14, 15, 16]);
+        assert_eq!(matches(&index, "$p"), [13]);
+        assert!(!p(">").covers(&p("$p:>")) && p("$p:>").covers(&p("$p:a")));
     }
 
     #[test]

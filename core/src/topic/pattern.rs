@@ -102,6 +102,9 @@ impl Pattern {
     /// Like [`matches`](Self::matches) for a name that is known to be a
     /// valid topic.
     pub fn matches_str(&self, topic: &str) -> bool {
+        if super::is_internal(topic) && !super::is_internal(&self.text) {
+            return false; // a first-segment wildcard never matches `$...`.
+        }
         let mut names = topic.split(':');
         for segment in self.segments() {
             match (segment, names.next()) {
@@ -128,6 +131,9 @@ impl Pattern {
     /// assert!(!grant.covers(&Pattern::new("order:*:42").unwrap()));
     /// ```
     pub fn covers(&self, other: &Pattern) -> bool {
+        if super::is_internal(&other.text) && !super::is_internal(&self.text) {
+            return false; // `$...` topics are matched only by `$...` patterns.
+        }
         let mut theirs = other.segments();
         for mine in self.segments() {
             let Some(their) = theirs.next() else {
