@@ -245,6 +245,18 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_DEMO_DIR")]
     pub demo_dir: Option<PathBuf>,
 
+    /// How long a stream's presence entry lives in the engine without a
+    /// refresh: each instance refreshes its own every third of it, so a
+    /// killed instance's entries (and their `tidings.leave`) go within
+    /// about this long.
+    #[arg(long, env = "TIDINGS_PRESENCE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub presence_ttl: Duration,
+
+    /// Most clients one `GET /presence` answer lists (`limit` may ask for
+    /// fewer; `cursor` pages through the rest).
+    #[arg(long, env = "TIDINGS_PRESENCE_PAGE_MAX", default_value_t = 1000)]
+    pub presence_page_max: usize,
+
     /// Longest wait for publishes in flight on shutdown.
     #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -373,6 +385,10 @@ pub struct TokenArgs {
     /// Subject (`sub` claim), e.g. a user id, for your own records.
     #[arg(long)]
     pub sub: Option<String>,
+    /// What presence shows about the holder (`tidings.info` claim): a JSON
+    /// object, e.g. `'{"name":"Ann"}'`. Without it, `{"sub": ...}`.
+    #[arg(long, value_parser = parse_info)]
+    pub info: Option<serde_json::Map<String, serde_json::Value>>,
     /// Token signing/checking secret.
     #[command(flatten)]
     pub keys: KeyArgs,
@@ -384,6 +400,15 @@ pub struct TokenArgs {
     /// with instead of the HS256 secret.
     #[arg(long, env = "TIDINGS_JWT_PRIVATE_KEY")]
     pub jwt_private_key: Option<PathBuf>,
+}
+
+/// Reads `--info`: a JSON object.
+fn parse_info(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err("--info must be a JSON object, e.g. '{\"name\":\"Ann\"}'".into()),
+        Err(e) => Err(format!("--info is not JSON: {e}")),
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod presence;
 mod server;
 pub mod stream;
 

@@ -48,6 +48,7 @@ fn token(args: TokenArgs) -> ExitCode {
     let grants = Grants {
         publish: args.publish,
         subscribe: args.subscribe,
+        info: args.info,
     };
     let mut claims = Claims::new(grants, args.ttl, args.sub);
     claims.aud = args

@@ -30,6 +30,7 @@ use crate::{
     http::{AppState, Settings, cors_layer, router},
     limits::{Admission, ConnectionLimiter, SocketLimiter, fit_to_open_files},
     metrics::Metrics,
+    presence::Presence,
     stream::{ConnectionInfo, IoState, WatchedIo},
 };
 
@@ -225,12 +226,16 @@ pub async fn start_with_engine(
         max_batch: args.max_batch,
         max_topics: args.max_topics,
         trust_forwarded_for: args.trust_forwarded_for,
+        presence_page_max: args.presence_page_max,
     };
+    let presence = Presence::new(engine.presence_store(), engine.clone(), args.presence_ttl);
+    presence.start();
     let state = Arc::new(AppState::new(
         settings,
         Authenticator::new(keys, public),
         engine,
         ConnectionLimiter::new(args.max_connections, args.max_connections_per_ip),
+        presence,
         args.heartbeat,
         args.write_timeout,
     ));
@@ -399,6 +404,8 @@ async fn serve(
             _ = graceful.shutdown() => {}
             _ = closer => {}
         }
+        // Leaves of the closed streams go out before the engine stops.
+        state.presence.shutdown().await;
         state.engine.shutdown().await;
     };
     if tokio::time::timeout(shutdown_timeout, finish)

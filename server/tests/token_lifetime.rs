@@ -24,6 +24,7 @@ fn short_lived(subscribe: &[&str], ttl: Duration) -> (String, u64) {
     let grants = Grants {
         publish: vec![],
         subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        info: None,
     };
     let claims = Claims::new(grants, ttl, None);
     let exp = claims.exp;

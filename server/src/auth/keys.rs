@@ -202,12 +202,24 @@ impl Keys {
                 })
                 .collect()
         };
+        let info = match &claims.tidings.info {
+            Some(info) => serde_json::to_string(info).unwrap_or_else(|_| "{}".into()),
+            None => serde_json::json!({ "sub": claims.sub }).to_string(),
+        };
+        if info.len() > crate::presence::MAX_TOKEN_INFO_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "the `tidings.info` claim is {} bytes of JSON; at most {} are accepted",
+                info.len(),
+                crate::presence::MAX_TOKEN_INFO_BYTES
+            )));
+        }
         Ok(Session {
             access: Access {
                 subscribe: parse(&claims.tidings.subscribe)?,
                 publish: parse(&claims.tidings.publish)?,
             },
             expiry: Some(Expiry::new(claims.exp, leeway)),
+            info: Some(info),
         })
     }
 
@@ -312,6 +324,7 @@ mod tests {
         Grants {
             publish: vec!["a:>".into()],
             subscribe: vec!["a:*".into()],
+            info: None,
         }
     }
 

@@ -94,6 +94,10 @@ pub struct Session {
     /// When the token stops being accepted; `None` without a token (public
     /// rights never expire).
     pub expiry: Option<Expiry>,
+    /// Who the token says the holder is, for presence (compact JSON object
+    /// text: its `tidings.info` claim, else `{"sub": ...}`); `None`
+    /// without a token.
+    pub info: Option<String>,
 }
 
 /// Why a request's token was refused (answered with 401).
@@ -162,11 +166,13 @@ impl Authenticator {
         let mut session = Session {
             access: self.public.clone(),
             expiry: None,
+            info: None,
         };
         if let Some(token) = token {
             let granted = self.keys.verify(token)?;
             session.access.extend(&granted.access);
             session.expiry = granted.expiry;
+            session.info = granted.info;
         }
         Ok(session)
     }

@@ -14,6 +14,12 @@ pub struct Grants {
     /// Patterns the holder may subscribe within.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// What `GET /presence` and `tidings.join` say about the holder's
+    /// streams (`"tidings": {"info": {"name": "Ann"}}`): a JSON object of
+    /// at most [`MAX_TOKEN_INFO_BYTES`](crate::presence::MAX_TOKEN_INFO_BYTES).
+    /// Without it, presence shows `{"sub": <the token's sub>}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The claims Tidings reads and writes.

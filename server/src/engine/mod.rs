@@ -109,6 +109,13 @@ pub trait Engine: Send + Sync + 'static {
         Box::pin(async move { Ok(placement.confirm_ahead(head)) })
     }
 
+    /// Where presence entries live: in this process (the default, for
+    /// engines of one process), or beside the engine's shared log so that
+    /// every instance lists every instance's streams.
+    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+        Arc::new(crate::presence::MemoryPresence::new())
+    }
+
     /// `Ok` when the engine can serve (for `/healthz`).
     fn ready(&self) -> Result<(), EngineError> {
         Ok(())

@@ -14,13 +14,14 @@ use tidings_core::{
     broker::Placement,
     message::{ConnectionId, Frame},
     sse::{Event, encode_retry},
-    topic::Pattern,
+    topic::{Pattern, Topic, is_internal},
 };
 
 use super::AppState;
 use crate::{
     auth::{AuthError, Session, find_token},
     error::ApiError,
+    presence::{EVENTS_PREFIX, client_info, events_pattern},
     stream::{ConnectionInfo, EventStream, StreamParts},
 };
 
@@ -34,6 +35,11 @@ struct EventsQuery {
     topics: Vec<String>,
     last_event_id: Option<String>,
     access_token: Option<String>,
+    /// `presence=1`: also receive `tidings.join` / `tidings.leave`.
+    presence: bool,
+    /// `presenceInfo=<JSON object>`: what presence shows about an
+    /// anonymous client (unverified).
+    presence_info: Option<String>,
 }
 
 impl EventsQuery {
@@ -44,6 +50,8 @@ impl EventsQuery {
                 "topic" => parsed.topics.push(value.into_owned()),
                 "lastEventId" => parsed.last_event_id = Some(value.into_owned()),
                 "access_token" => parsed.access_token = Some(value.into_owned()),
+                "presence" => parsed.presence = matches!(&*value, "1" | "true"),
+                "presenceInfo" => parsed.presence_info = Some(value.into_owned()),
                 _ => {}
             }
         }
@@ -78,10 +86,31 @@ pub(super) async fn subscribe(
         .iter()
         .map(|t| Pattern::new(t).map_err(|e| ApiError::bad_topic(t, e)))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(internal) = patterns.iter().find(|p| is_internal(p.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "topics starting with `$` belong to the server: `{internal}` cannot be subscribed to (for joins and leaves, add presence=1)"
+        )));
+    }
+    // `presence=1`: each pattern's `$presence:` twin too.
+    let mut hub_patterns = patterns.clone();
+    if query.presence {
+        for pattern in &patterns {
+            hub_patterns.push(events_pattern(pattern).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`{pattern}` is too long for presence=1 (at most {} bytes)",
+                    tidings_core::topic::MAX_TOPIC_LEN - EVENTS_PREFIX.len()
+                ))
+            })?);
+        }
+    }
 
     // Rights.
     let token = find_token(&headers, query.access_token.as_deref())?;
-    let Session { access, expiry } = state.auth.session(token)?;
+    let Session {
+        access,
+        expiry,
+        info,
+    } = state.auth.session(token)?;
     if let Some(refused) = patterns.iter().find(|p| !access.may_subscribe(p)) {
         return Err(match token {
             None => ApiError::Unauthorized(AuthError::Missing),
@@ -90,6 +119,14 @@ pub(super) async fn subscribe(
             )),
         });
     }
+
+    // What presence shows: the token's word, or the client's own (checked,
+    // and marked unverified).
+    let (info, verified) = match (info, query.presence_info.as_deref()) {
+        (Some(info), _) => (info, true),
+        (None, Some(text)) => (client_info(text).map_err(ApiError::BadRequest)?, false),
+        (None, None) => ("{}".to_owned(), false),
+    };
 
     // Resume point: the header (browsers send it on reconnect) wins.
     let resume_text = headers
@@ -119,7 +156,16 @@ pub(super) async fn subscribe(
     }
     let connection = ConnectionId::from_random(rand::random());
     let topic_count = patterns.len();
-    let (subscription, subscribed) = hub.subscribe(&patterns, placement, Some(connection));
+    let (subscription, subscribed) = hub.subscribe(&hub_patterns, placement, Some(connection));
+    // Listed under each exact topic (not under what a pattern matches).
+    let mut listed: Vec<Topic> = patterns
+        .iter()
+        .filter(|p| p.is_literal())
+        .filter_map(|p| Topic::new(p.as_str()).ok())
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let presence = state.presence.enter(listed, connection, &info, verified);
 
     // `retry:`, `tidings.connected` with the stream's position as its id
     // (a stream cut before its first message resumes from there), and
@@ -148,6 +194,7 @@ pub(super) async fn subscribe(
         slot: state
             .watchdog
             .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),
+        _presence: presence,
     });
 
     let mut response = Response::new(Body::from_stream(stream));

@@ -2,6 +2,7 @@
 
 mod events;
 mod ops;
+mod presence;
 mod publish;
 
 use std::{
@@ -32,6 +33,7 @@ use crate::{
     error::ApiError,
     limits::ConnectionLimiter,
     metrics::Metrics,
+    presence::Presence,
     stream::{ConnectionInfo, Watchdog},
 };
 
@@ -50,6 +52,8 @@ pub struct Settings {
     pub max_topics: usize,
     /// Use the last `X-Forwarded-For` address as the client's (behind a proxy).
     pub trust_forwarded_for: bool,
+    /// Most clients one `GET /presence` answer lists.
+    pub presence_page_max: usize,
 }
 
 /// State shared by every request.
@@ -60,6 +64,7 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limiter: ConnectionLimiter,
     pub(crate) watchdog: Arc<Watchdog>,
+    pub(crate) presence: Arc<Presence>,
     pub(crate) shutting_down: AtomicBool,
 }
 
@@ -78,6 +83,7 @@ impl AppState {
         auth: Authenticator,
         engine: Arc<dyn Engine>,
         limiter: ConnectionLimiter,
+        presence: Arc<Presence>,
         heartbeat: Duration,
         write_timeout: Duration,
     ) -> Self {
@@ -88,6 +94,7 @@ impl AppState {
             metrics: Arc::default(),
             limiter,
             watchdog: Arc::new(Watchdog::new(heartbeat, write_timeout)),
+            presence,
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -170,6 +177,7 @@ pub fn router(
     let mut router = Router::new()
         .route("/events", get(events::subscribe))
         .route("/publish", post(publish::publish))
+        .route("/presence", get(presence::presence))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });

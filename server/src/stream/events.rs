@@ -21,6 +21,7 @@ use crate::{
     engine::{FrameSubscription, clock},
     limits::ConnectionPermit,
     metrics::{DropReason, Metrics},
+    presence::PresenceGuard,
 };
 
 /// Most messages taken from the subscription per chunk.
@@ -41,6 +42,8 @@ pub(crate) struct StreamParts {
     pub metrics: Arc<Metrics>,
     pub _permit: ConnectionPermit,
     pub slot: SlotGuard,
+    /// Keeps the stream listed in presence; dropping it tells the leave.
+    pub _presence: Option<PresenceGuard>,
 }
 
 /// An SSE response body. Ends when the subscription lags (too slow) or

@@ -62,6 +62,7 @@ pub fn claims(publish: &[&str], subscribe: &[&str]) -> Claims {
         Grants {
             publish: publish.iter().map(|s| s.to_string()).collect(),
             subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            info: None,
         },
         Duration::from_secs(600),
         None,

@@ -136,7 +136,7 @@ fn parse_entry(value: &Value) -> Result<Entry, BadReply> {
         Ok(topic) => topic,
         Err(e) => return foreign(format!("bad topic `{topic}`: {e}")),
     };
-    let event_type = match event_type.map_or(Ok(EventType::MESSAGE), EventType::new) {
+    let event_type = match event_type.map_or(Ok(EventType::MESSAGE), EventType::from_log) {
         Ok(t) => t,
         Err(e) => return foreign(format!("bad type: {e}")),
     };
