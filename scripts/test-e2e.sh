@@ -30,28 +30,29 @@ done
 [ ${#files[@]} -gt 0 ] || files=("$ROOT"/web/e2e/*.test.mjs)
 
 command -v node >/dev/null && command -v npm >/dev/null || die "Node.js 18+ and npm are missing: install them (e.g. apt-get install nodejs npm)"
-step "Chromium"
-scripts/lib/ensure-chromium.sh
-source scripts/lib/ensure-redis.sh
+run_step "Chromium for the demo's end-to-end tests" scripts/lib/ensure-chromium.sh
+run_step "Redis for the demo's cluster test" source scripts/lib/ensure-redis.sh
 
 if $build; then
-  step "Building tidings-server and the tidings npm package"
-  cargo build -p tidings-server
-  scripts/build-web.sh
+  build_for_e2e() {
+    cargo build -p tidings-server
+    scripts/build-web.sh
+  }
+  run_step "Building tidings-server and the tidings npm package" build_for_e2e
 fi
-export TIDINGS_SERVER_BIN="${TIDINGS_SERVER_BIN:-$ROOT/target/debug/tidings-server}"
+export TIDINGS_SERVER_BIN="${TIDINGS_SERVER_BIN:-$(cargo_target_dir)/debug/tidings-server}"
 [ -x "$TIDINGS_SERVER_BIN" ] || die "$TIDINGS_SERVER_BIN is missing: run without --no-build"
 [ -f web/pkg/tidings_wasm.js ] || die "web/pkg is missing: run without --no-build"
 
-step "npm ci (web/e2e)"
-(cd web/e2e && npm ci --no-audit --no-fund --loglevel=error)
+run_step "npm packages (web/e2e)" npm --prefix web/e2e ci --no-audit --no-fund --loglevel=error
 
-step "Demo end-to-end tests in headless Chromium"
-rm -rf web/e2e/artifacts
-(cd web/e2e && node --test --test-concurrency=1 "${files[@]}")
-note "screenshots: $(ls web/e2e/artifacts/*.png | wc -l) in web/e2e/artifacts/"
-
-if $readme_shot; then
-  cp web/e2e/artifacts/quiz-two-players.png docs/demo.png
-  note "docs/demo.png updated"
-fi
+e2e_tests() {
+  rm -rf web/e2e/artifacts
+  (cd web/e2e && node --test --test-concurrency=1 --test-reporter=spec "${files[@]}")
+  note "screenshots: $(find web/e2e/artifacts -name '*.png' | wc -l) in web/e2e/artifacts/"
+  if $readme_shot; then
+    cp web/e2e/artifacts/quiz-two-players.png docs/demo.png
+    note "docs/demo.png updated"
+  fi
+}
+run_step "Demo end-to-end tests in headless Chromium" e2e_tests

@@ -1,9 +1,9 @@
-# A Redis server for the cluster tests: sourced by scripts/test.
+# A Redis server for the cluster tests: sourced by scripts/test and
+# scripts/test-e2e.sh (run_step "..." source scripts/lib/ensure-redis.sh).
 # Uses the one on 127.0.0.1:6379 when it answers; otherwise starts a private
 # one on a free port (installing Debian's redis-server if missing) and stops
 # it when the calling script exits. Exports TIDINGS_TEST_REDIS_URL.
 # shellcheck shell=bash
-step "Redis for cluster tests"
 redis_ping() { redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG; }
 # The Redis-restart tests start their own redis-server, so the binary is
 # needed even when a Redis is given.
@@ -24,8 +24,7 @@ else
     redis_ping "$REDIS_TEST_PORT" || die "redis-server did not answer on port $REDIS_TEST_PORT"
     export TIDINGS_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_TEST_PORT"
     REDIS_TEST_PID=$(cat "$REDIS_TEST_DIR/redis.pid")
-    stop_test_redis() { kill "$REDIS_TEST_PID" 2>/dev/null; rm -rf "$REDIS_TEST_DIR"; }
-    trap stop_test_redis EXIT
+    on_exit 'kill "$REDIS_TEST_PID" 2>/dev/null; rm -rf "$REDIS_TEST_DIR"'
     note "started a private Redis at $TIDINGS_TEST_REDIS_URL (pid $REDIS_TEST_PID)"
   fi
 fi

@@ -1,6 +1,6 @@
-# Rust components and targets the build needs: sourced by scripts/test.
+# Rust components and targets the build needs: sourced by scripts/test
+# (run_step "..." source scripts/lib/ensure-rust.sh).
 # shellcheck shell=bash
-step "Rust toolchain: rustfmt, clippy, wasm32 and thumbv7m targets"
 command -v cargo >/dev/null || die "cargo is missing: install Rust from https://rustup.rs"
 if command -v rustup >/dev/null; then
   installed_components=$(rustup component list --installed 2>/dev/null)

@@ -17,6 +17,7 @@ if [ -z "$want" ]; then
 fi
 have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)"
 if [ "$have" != "$want" ]; then
+  echo "    installing wasm-bindgen-cli $want (the version Cargo.lock pins; compiles once, a few minutes)"
   # Not --locked: the CLI's lock file wants a webpki-roots release the
   # registry here lacks (see docs/TOOLCHAIN.md).
   cargo install wasm-bindgen-cli --version "=$want" --force
