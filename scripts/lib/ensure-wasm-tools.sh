@@ -20,5 +20,8 @@ if [ "$have" != "$want" ]; then
   echo "    installing wasm-bindgen-cli $want (the version Cargo.lock pins; compiles once, a few minutes)"
   # Not --locked: the CLI's lock file wants a webpki-roots release the
   # registry here lacks (see docs/TOOLCHAIN.md).
-  cargo install wasm-bindgen-cli --version "=$want" --force
+  # --no-default-features: without rustls, ring and webpki-roots (10 of its
+  # 155 crates, ring's C among the slowest to build). TLS is only for a
+  # remote https WebDriver; the tests talk to a local chromedriver over http.
+  cargo install wasm-bindgen-cli --version "=$want" --no-default-features --force
 fi
