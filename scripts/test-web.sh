@@ -68,6 +68,7 @@ browser_rust_tests() {
 run_step "Browser client: Rust API in Chromium (wasm-bindgen-test)" browser_rust_tests
 
 run_step "npm package build (scripts/build-web.sh: WebAssembly, smallest profile)" scripts/build-web.sh
+run_step "README's browser bundle size is what the build ships" scripts/bundle-size.sh --check
 
 run_step "npm package in Chromium (playwright-core)" \
   env -C web TIDINGS_SERVER_BIN="$tmp/tidings-server" \
