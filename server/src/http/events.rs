@@ -29,6 +29,10 @@ use crate::{
 /// whose token expired; data `{"exp": <the token's exp>}`.
 pub const EXPIRED_EVENT: &str = "tidings.expired";
 
+/// Longest a new stream waits for its presence join to be published
+/// before it starts anyway.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the query string asks for.
 #[derive(Debug, Default)]
 struct EventsQuery {
@@ -165,7 +169,11 @@ pub(super) async fn subscribe(
         .collect();
     listed.sort();
     listed.dedup();
-    let presence = state.presence.enter(listed, connection, &info, verified);
+    let mut presence = state.presence.enter(listed, connection, &info, verified);
+    if let Some(guard) = &mut presence {
+        // The join is in the log before the client hears `connected`.
+        guard.joined(JOIN_PATIENCE).await;
+    }
 
     // `retry:`, `tidings.connected` with the stream's position as its id
     // (a stream cut before its first message resumes from there), and

@@ -30,6 +30,7 @@
 //! ```
 
 mod memory;
+mod redis;
 mod store;
 
 use std::{
@@ -47,6 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use memory::MemoryPresence;
+pub use redis::RedisPresence;
 pub use store::{BadCursor, Cursor, Expired, Member, Page, PresenceStore};
 
 use crate::engine::Engine;
@@ -273,13 +275,16 @@ impl Presence {
         };
         let this = self.clone();
         let (t, m) = (topics.clone(), member.clone());
+        let (told, published) = tokio::sync::oneshot::channel();
         let joined = self.tasks.spawn(async move {
             if let Err(e) = this.store.add(&t, &m, this.ttl).await {
                 tracing::warn!(error = %e, %connection, "cannot add a presence entry; the stream is not listed");
                 return false;
             }
             this.own.lock().insert(connection, (t.clone(), m.clone()));
-            this.publish(EventType::JOIN, t.iter().map(|topic| (topic, &m))).await;
+            this.publish(EventType::JOIN, t.iter().map(|topic| (topic, &m)))
+                .await;
+            let _ = told.send(());
             true
         });
         Some(PresenceGuard {
@@ -287,6 +292,7 @@ impl Presence {
             topics,
             member,
             joined: Some(joined),
+            published: Some(published),
         })
     }
 
@@ -331,6 +337,18 @@ pub(crate) struct PresenceGuard {
     topics: Vec<Topic>,
     member: Member,
     joined: Option<JoinHandle<bool>>,
+    published: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl PresenceGuard {
+    /// Waits (at most `patience`) until the stream is listed and its joins
+    /// are in the log, so that whatever the client does once connected
+    /// comes after its join for every watcher.
+    pub(crate) async fn joined(&mut self, patience: Duration) {
+        if let Some(published) = self.published.take() {
+            let _ = tokio::time::timeout(patience, published).await;
+        }
+    }
 }
 
 impl Drop for PresenceGuard {

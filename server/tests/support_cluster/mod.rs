@@ -38,7 +38,8 @@ pub fn unique_key(test: &str) -> String {
     format!("tidings:test:cluster:{test}:{:016x}", rand::random::<u64>())
 }
 
-/// Deletes a stream key when dropped (best effort).
+/// Deletes a stream key and every key under it (`KEY:*`: meta,
+/// idempotency keys, presence) when dropped (best effort).
 pub struct KeyGuard {
     pub url: String,
     pub key: String,
@@ -56,6 +57,34 @@ impl KeyGuard {
 impl Drop for KeyGuard {
     fn drop(&mut self) {
         let _ = redis_cli(&self.url, &["DEL", &self.key]);
+        for key in keys_under(&self.url, &self.key) {
+            let _ = redis_cli(&self.url, &["DEL", &key]);
+        }
+    }
+}
+
+/// Every key named `prefix:...` (SCAN, so it never blocks Redis).
+pub fn keys_under(url: &str, prefix: &str) -> Vec<String> {
+    let pattern = format!("{prefix}:*");
+    let mut cursor = "0".to_owned();
+    let mut keys = Vec::new();
+    loop {
+        let Ok(redis::Value::Array(reply)) =
+            redis_cli(url, &["SCAN", &cursor, "MATCH", &pattern, "COUNT", "1000"])
+        else {
+            return keys;
+        };
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        cursor = reply.first().map(text).unwrap_or_default();
+        if let Some(redis::Value::Array(found)) = reply.get(1) {
+            keys.extend(found.iter().map(text));
+        }
+        if cursor == "0" || cursor.is_empty() {
+            return keys;
+        }
     }
 }
 
@@ -270,6 +299,31 @@ impl Instance {
             .expect("request sent");
         assert_eq!(response.status(), StatusCode::OK, "GET /events");
         SseStream::new(response)
+    }
+
+    /// `GET /events?QUERY` (topics and any other parameter, URL-encoded).
+    pub async fn subscribe_query(&self, query: &str) -> SseStream {
+        let response = patiently(
+            "the /events answer",
+            self.http.get(self.url(&format!("/events?{query}"))).send(),
+        )
+        .await
+        .expect("request sent");
+        assert_eq!(response.status(), StatusCode::OK, "GET /events?{query}");
+        SseStream::new(response)
+    }
+
+    /// `GET PATH_AND_QUERY` with an optional bearer token: the status and
+    /// the parsed answer.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = patiently("the answer", request.send()).await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// `POST /publish` with `body`: the status and the parsed answer.

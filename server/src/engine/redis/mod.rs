@@ -506,6 +506,13 @@ fn parse_publish_reply(reply: &Value, count: usize) -> Result<Vec<Accepted>, Rep
 }
 
 impl Engine for RedisEngine {
+    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+        Arc::new(crate::presence::RedisPresence::new(
+            self.client.clone(),
+            &self.settings.stream_key,
+        ))
+    }
+
     fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
