@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::floor::Floor;
 use crate::scenario::{Outcome, Pace, Shape};
 
 /// One server measured in one scenario.
@@ -31,9 +32,42 @@ fn describe(shape: &Shape, outcome: &Outcome) -> String {
             "{per_sec} msg/s asked, {:.0} achieved, 1 per POST",
             outcome.publish_rate
         ),
+        Pace::Posts {
+            in_flight,
+            window,
+            per_sec: None,
+        } => format!(
+            "max rate ({:.0} msg/s), 1 per POST, {in_flight} in flight, window {window}",
+            outcome.publish_rate
+        ),
+        Pace::Posts {
+            in_flight,
+            per_sec: Some(per_sec),
+            ..
+        } => format!(
+            "{per_sec} msg/s asked, {:.0} achieved, 1 per POST, {in_flight} in flight",
+            outcome.publish_rate
+        ),
     };
     if shape.measure_idle_rss {
-        return format!("{} idle conns on 1 topic, then 1 msg", shape.subs_per_topic);
+        let from = if shape.source_addresses > 1 {
+            format!(" from {} source addresses", shape.source_addresses)
+        } else {
+            String::new()
+        };
+        return format!(
+            "{} idle conns on 1 topic{from}, then 1 msg",
+            shape.subs_per_topic
+        );
+    }
+    if shape.non_readers > 0 {
+        return format!(
+            "{} streams that stop reading + {} checked reader(s), {} msgs of {} KB, {pace}",
+            shape.non_readers,
+            shape.topics * shape.subs_per_topic,
+            shape.messages_per_topic,
+            shape.pad_bytes / 1000
+        );
     }
     format!(
         "{} topic(s) × {} subs × {} msgs, {pace}",
@@ -103,14 +137,16 @@ impl Row {
     fn key(&self) -> f64 {
         let o = &self.outcome;
         match self.scenario.as_str() {
-            "idle" => o.rss_per_conn.unwrap_or(f64::NAN),
-            "rate" => o.p99_us as f64,
+            "idle" | "scale" => o.rss_per_conn.unwrap_or(f64::NAN),
+            "rate" | "rate-1" => o.p99_us as f64,
+            "slow" => o.rss_per_non_reader.unwrap_or(f64::NAN),
+            "replay" => o.post_p99_us as f64,
             _ => -o.rate(),
         }
     }
 
     fn idle(&self) -> bool {
-        self.scenario == "idle"
+        self.scenario == "idle" || self.scenario == "scale"
     }
 
     /// One line for the progress log.
@@ -138,6 +174,20 @@ impl Row {
                 o.rss_mib.0,
                 o.rss_mib.1
             );
+        }
+        if self.scenario == "scale" {
+            let _ = write!(s, ", time-to-all {:.1} ms", ms(o.max_us));
+        }
+        if o.post_p99_us > 0 {
+            let _ = write!(
+                s,
+                ", POST p50 {:.2} ms p99 {:.2} ms",
+                ms(o.post_p50_us),
+                ms(o.post_p99_us)
+            );
+        }
+        if let Some(extra) = &o.extra {
+            let _ = write!(s, "\n   {extra}");
         }
         for f in &o.failures {
             let _ = write!(s, "\n   FAIL: {f}");
@@ -180,10 +230,21 @@ fn ratio(a: f64, b: f64) -> String {
 }
 
 /// The report: a markdown table plus the goals of issue 3.
-pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &str) -> String {
+pub fn markdown(
+    rows: &[Row],
+    scenarios: &[String],
+    command: String,
+    machine: &str,
+    floor: &Floor,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Command: `{command}`\n");
     let _ = writeln!(s, "Machine: {machine}\n");
+    let _ = writeln!(
+        s,
+        "Floor: one {}-byte `write` to a loopback TCP socket costs {:.2} µs of the writer's CPU ({:.2} µs for the reader); \"× floor\" is server CPU per delivery divided by it.\n",
+        floor.bytes, floor.write_us, floor.read_us
+    );
     let _ = writeln!(
         s,
         "| scenario | server | broker | load | deliveries | deliveries/s | p50 ms | p99 ms | p99.9 ms | server CPU-s / M deliveries | generator CPU-s / M | server RSS / idle conn | vs baseline (same run) | check |"
@@ -224,7 +285,7 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
                 continue;
             }
             let o = &r.outcome;
-            let versus = match (base, r.server) {
+            let mut versus = match (base, r.server) {
                 (_, "baseline") if r.broker == "memory" => "1.00x".to_owned(),
                 (Some(b), _) if r.idle() => format!(
                     "RSS {}",
@@ -246,6 +307,19 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
                 ),
                 (None, _) => "no baseline".to_owned(),
             };
+            if r.scenario == "scale" {
+                versus = format!("{versus}; time-to-all {:.0} ms", ms(o.max_us));
+            }
+            if o.post_p99_us > 0 {
+                versus = format!(
+                    "{versus}; POST p50 {:.2} ms, p99 {:.2} ms",
+                    ms(o.post_p50_us),
+                    ms(o.post_p99_us)
+                );
+            }
+            if let Some(extra) = &o.extra {
+                versus = format!("{versus}; {extra}");
+            }
             let all: Vec<&String> = o.failures.iter().chain(&r.other_failures).collect();
             let mut check = if all.is_empty() {
                 "ok: none lost, duplicated or reordered".to_owned()
@@ -276,8 +350,13 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
                     .redis_cpu_per_million()
                     .map(|r| format!(" (+{r:.3} Redis)"))
                     .unwrap_or_default();
+                let multiple = if floor.write_us > 0.0 {
+                    format!(" ({:.0}× floor)", o.cpu_per_million() / floor.write_us)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3}{redis} | {:.3}",
+                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3}{multiple}{redis} | {:.3}",
                     o.rate(),
                     ms(o.p50_us),
                     ms(o.p99_us),
@@ -298,7 +377,89 @@ pub fn markdown(rows: &[Row], scenarios: &[String], command: String, machine: &s
         "\nLatency is from just before the `POST /publish` that carries a message to the moment its SSE event is parsed by the subscriber (same clock). CPU is the server process's utime+stime from /proc over the publishing phase (with Redis, the Redis server's own CPU over the same phase is shown apart; that Redis is shared with other work on the machine); RSS per idle connection is the server's VmRSS growth divided by the connections (its RSS before and after in brackets: memory the server had already touched and freed before the streams opened is reused by them and not counted)."
     );
     goals(&mut s, rows);
+    lean_goals(&mut s, rows);
     s
+}
+
+/// Checks the Tidings rows against the goals of issues 12 and 11.
+fn lean_goals(s: &mut String, rows: &[Row]) {
+    let find = |scenario: &str, server: &str, broker: &str| {
+        rows.iter().find(|r| {
+            r.scenario == scenario && r.server == server && r.broker == broker && r.error.is_none()
+        })
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    let mut lines = Vec::new();
+    for broker in ["memory", "redis"] {
+        let pair = |name: &str| {
+            let base = find(name, "baseline", broker).or(find(name, "baseline", "memory"))?;
+            Some((find(name, "tidings", broker)?, base))
+        };
+        if let Some((t, b)) = pair("burst-1") {
+            let r = t.outcome.rate() / b.outcome.rate();
+            let c = t.outcome.cpu_per_million();
+            lines.push(format!(
+                "burst-1 ({broker}): deliveries/s {r:.2}x the baseline (goal ≥ 2.5x): {}; {c:.3} server CPU-s per M (goal ≤ 0.35): {}",
+                verdict(r >= 2.5),
+                verdict(c <= 0.35)
+            ));
+        }
+        if let Some((t, b)) = pair("topics-1") {
+            let r = t.outcome.rate() / b.outcome.rate();
+            let p = t.outcome.p99_us as f64 / b.outcome.p99_us.max(1) as f64;
+            lines.push(format!(
+                "topics-1 ({broker}): deliveries/s {r:.2}x the baseline (goal ≥ 2x): {}; p99 {p:.2}x (goal ≤ 0.5x): {}",
+                verdict(r >= 2.0),
+                verdict(p <= 0.5)
+            ));
+        }
+        if let Some((t, b)) = pair("rate-1") {
+            let c = t.outcome.cpu_per_million() / b.outcome.cpu_per_million();
+            let p = t.outcome.p99_us as f64 / b.outcome.p99_us.max(1) as f64;
+            lines.push(format!(
+                "rate-1 ({broker}): CPU per delivery {c:.2}x the baseline (goal ≤ 0.6x): {}; p99 {p:.2}x (goal ≤ 0.3x): {}",
+                verdict(c <= 0.6),
+                verdict(p <= 0.3)
+            ));
+        }
+        if let Some(t) = find("idle", "tidings", broker) {
+            let k = t.outcome.rss_per_conn.unwrap_or(f64::NAN) / 1024.0;
+            lines.push(format!(
+                "idle ({broker}): {k:.1} KiB per idle stream (goal ≤ 6 KiB): {}",
+                verdict(k <= 6.0)
+            ));
+        }
+        if let Some(t) = find("scale", "tidings", broker) {
+            lines.push(format!(
+                "scale ({broker}): {} streams, one broadcast reached all in {:.0} ms, {:.1} KiB RSS each",
+                t.outcome.deliveries,
+                ms(t.outcome.max_us),
+                t.outcome.rss_per_conn.unwrap_or(f64::NAN) / 1024.0
+            ));
+        }
+        if let Some(t) = find("slow", "tidings", broker) {
+            let m = t.outcome.rss_per_non_reader.unwrap_or(f64::NAN) / 1048576.0;
+            lines.push(format!(
+                "slow ({broker}): {m:.2} MiB of server RSS per stream that stopped reading (issue 11 goal: under a few MiB; 4 MiB taken): {}",
+                verdict(m <= 4.0)
+            ));
+        }
+        if let Some(t) = find("replay", "tidings", broker) {
+            lines.push(format!(
+                "replay ({broker}): {}",
+                t.outcome.extra.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nGoals of issue 12 (one message per POST, memory) and issue 11 (slow readers, replay floods):\n"
+        );
+        for l in lines {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
 }
 
 /// Checks the Tidings rows against the goals of issue 3.

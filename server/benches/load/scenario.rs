@@ -25,6 +25,27 @@ pub enum Pace {
     Burst { batch: usize, window: u64 },
     /// One message per `POST /publish`, `per_sec` of them per second.
     Rate { per_sec: f64 },
+    /// One message per `POST /publish` on each of `in_flight` keep-alive
+    /// connections at once (what most publishers do), as fast as possible
+    /// (never more than `window` messages ahead of the slowest subscriber)
+    /// or at `per_sec` messages per second in total. Each connection's
+    /// messages keep their order; between connections there is none, so
+    /// subscribers check order per connection and loss/duplicates overall.
+    Posts {
+        in_flight: usize,
+        window: u64,
+        per_sec: Option<f64>,
+    },
+}
+
+impl Pace {
+    /// Publishing connections used at once.
+    pub fn publishers(&self) -> usize {
+        match self {
+            Pace::Posts { in_flight, .. } => (*in_flight).max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// What a run does: `topics` topics, each with `subs_per_topic` subscribers
@@ -37,6 +58,14 @@ pub struct Shape {
     pub pace: Pace,
     /// Measure the server's memory per connection before publishing.
     pub measure_idle_rss: bool,
+    /// Spread the streams over this many source addresses (127.0.0.1,
+    /// 127.0.0.2, ...): one address has ~28 k ephemeral ports per server.
+    pub source_addresses: u8,
+    /// Extra streams that stop reading after `tidings.connected` (not
+    /// checked): the server's RSS growth per such stream is measured.
+    pub non_readers: usize,
+    /// Bytes of padding in each message's data (0: none).
+    pub pad_bytes: usize,
     /// Topic names are `{prefix}:{index}`.
     pub prefix: String,
     /// The run fails if it has not finished by then.
@@ -51,6 +80,12 @@ pub struct Outcome {
     pub p50_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
+    /// The slowest delivery: for one broadcast, the time until every
+    /// stream had it.
+    pub max_us: u64,
+    /// p50 and p99 of the `POST /publish` round trip (one message per POST).
+    pub post_p50_us: u64,
+    pub post_p99_us: u64,
     pub server_cpu_s: f64,
     /// CPU seconds the load generator itself used over the same phase.
     pub generator_cpu_s: f64,
@@ -61,6 +96,11 @@ pub struct Outcome {
     pub rss_mib: (f64, f64),
     /// Messages published per second, as achieved (not as asked).
     pub publish_rate: f64,
+    /// Highest server RSS growth (bytes) over the publishing phase, per
+    /// stream that stopped reading (with `non_readers`).
+    pub rss_per_non_reader: Option<f64>,
+    /// Scenario-specific figures, shown beside the comparison.
+    pub extra: Option<String>,
     /// Empty when every subscriber got every message once, in order.
     pub failures: Vec<String>,
 }
@@ -95,13 +135,21 @@ const SHARDS: usize = 16;
 
 struct Subscriber {
     topic: usize,
-    /// The next sequence number this subscriber expects (= messages in order).
+    /// Messages this subscriber has received (= the next sequence number it
+    /// expects, with one publishing connection).
     next: AtomicU64,
 }
 
 struct Shared {
     subs: Vec<Subscriber>,
     expect: u64,
+    /// Publishing connections: with more than one, order is checked per
+    /// connection.
+    publishers: usize,
+    /// Bytes of padding per message.
+    pad_bytes: usize,
+    /// `POST /publish` round trips (one message per POST only).
+    posts: Mutex<Histogram<u64>>,
     histograms: Vec<Mutex<Histogram<u64>>>,
     connected: AtomicUsize,
     done: AtomicUsize,
@@ -148,6 +196,9 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
     let shared = Arc::new(Shared {
         subs,
         expect: shape.messages_per_topic,
+        publishers: shape.pace.publishers(),
+        pad_bytes: shape.pad_bytes,
+        posts: Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3).expect("bounds")),
         histograms: (0..SHARDS)
             .map(|_| Mutex::new(Histogram::new_with_bounds(1, 120_000_000, 3).expect("bounds")))
             .collect(),
@@ -173,7 +224,8 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
     for i in 0..n {
         let topic = topics[shared.subs[i].topic].clone();
         let (shared, gate) = (shared.clone(), gate.clone());
-        tasks.spawn(async move { subscriber(addr, topic, i, shared, gate).await });
+        let source = source_address(i, shape.source_addresses);
+        tasks.spawn(async move { subscriber(addr, source, topic, i, shared, gate).await });
     }
     while shared.connected.load(Ordering::Acquire) < n {
         if shared.problems.load(Ordering::Relaxed) > 0 || Instant::now() > deadline {
@@ -197,6 +249,35 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
     } else {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Streams that stop reading once open: what does each one cost the
+    // server while it keeps publishing to them?
+    let mut non_readers = Vec::with_capacity(shape.non_readers);
+    for i in 0..shape.non_readers {
+        match open_and_stop_reading(addr, &topics[i % topics.len()]).await {
+            Ok(stream) => non_readers.push(stream),
+            Err(e) => {
+                outcome
+                    .failures
+                    .push(format!("non-reading stream {i}: {e}"));
+                tasks.abort_all();
+                return outcome;
+            }
+        }
+    }
+    let rss_publish_before = process::rss_bytes(pid).unwrap_or(0);
+    let rss_peak = Arc::new(AtomicU64::new(rss_publish_before));
+    let sampler = (shape.non_readers > 0).then(|| {
+        let peak = rss_peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(rss) = process::rss_bytes(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    });
 
     let cpu_before = process::cpu_seconds(pid).unwrap_or(f64::NAN);
     let own_cpu_before = process::cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
@@ -237,6 +318,26 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
         .max(started_us + 1);
     // A short grace period: anything arriving now is a duplicate.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(sampler) = sampler {
+        sampler.abort();
+        if let Some(rss) = process::rss_bytes(pid) {
+            rss_peak.fetch_max(rss, Ordering::Relaxed);
+        }
+        let peak = rss_peak.load(Ordering::Relaxed);
+        let growth = peak.saturating_sub(rss_publish_before) as f64;
+        outcome.rss_per_non_reader = Some(growth / shape.non_readers as f64);
+        let closed = count_closed(&mut non_readers).await;
+        outcome.extra = Some(format!(
+            "server RSS {:.0} → peak {:.0} MiB with {} streams not reading {} msgs of {} KB: {:.2} MiB per non-reader; {closed} of them cut by the server",
+            rss_publish_before as f64 / 1048576.0,
+            peak as f64 / 1048576.0,
+            shape.non_readers,
+            shape.messages_per_topic,
+            shape.pad_bytes / 1000,
+            growth / shape.non_readers as f64 / 1048576.0,
+        ));
+    }
+    drop(non_readers);
     shared.stop.store(true, Ordering::Release);
     tasks.abort_all();
     if let Some(p) = publisher {
@@ -253,6 +354,12 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
     outcome.p50_us = all.value_at_quantile(0.50);
     outcome.p99_us = all.value_at_quantile(0.99);
     outcome.p999_us = all.value_at_quantile(0.999);
+    outcome.max_us = all.max();
+    {
+        let posts = shared.posts.lock().expect("posts lock");
+        outcome.post_p50_us = posts.value_at_quantile(0.50);
+        outcome.post_p99_us = posts.value_at_quantile(0.99);
+    }
     outcome.server_cpu_s = cpu_after - cpu_before;
     outcome.generator_cpu_s = own_cpu_after - own_cpu_before;
     if let (Some(after), Some(before)) = (redis_cpu_after, redis_cpu_before) {
@@ -277,6 +384,7 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
 /// One SSE stream: checks that messages arrive once each, in order.
 async fn subscriber(
     addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
     topic: String,
     index: usize,
     shared: Arc<Shared>,
@@ -284,7 +392,7 @@ async fn subscriber(
 ) {
     let stream = {
         let _permit = gate.acquire().await.expect("semaphore");
-        EventStream::open(addr, &[&topic]).await
+        EventStream::open_from(addr, source, &[&topic]).await
     };
     let mut stream = match stream {
         Ok(stream) => stream,
@@ -294,6 +402,15 @@ async fn subscriber(
     let mut parser = SseParser::default();
     let mut latencies: Vec<u64> = Vec::with_capacity(256);
     let mut next = 0u64;
+    // With several publishing connections: the last sequence number seen
+    // from each, and which sequence numbers arrived (duplicates).
+    let relaxed = shared.publishers > 1;
+    let mut last_from: Vec<Option<u64>> = vec![None; shared.publishers];
+    let mut seen: Vec<u64> = if relaxed {
+        vec![0; (shared.expect as usize).div_ceil(64)]
+    } else {
+        Vec::new()
+    };
     let mut connected = false;
     let mut finished = shared.expect == 0;
     loop {
@@ -320,17 +437,43 @@ async fn subscriber(
                         String::from_utf8_lossy(payload)
                     ));
                 };
-                if seq != next {
-                    let what = if seq < next {
-                        "duplicate or reordered"
-                    } else {
-                        "gap (lost)"
-                    };
-                    shared.fail(format!(
-                        "subscriber {index} on {topic}: {what}: got seq {seq}, expected {next}"
-                    ));
+                if relaxed {
+                    let from = find_u64(payload, b"\"p\":").unwrap_or(0) as usize;
+                    let word = seen.get_mut((seq / 64) as usize);
+                    let bit = 1u64 << (seq % 64);
+                    match (word, last_from.get_mut(from)) {
+                        (Some(word), Some(last)) => {
+                            if *word & bit != 0 {
+                                shared.fail(format!(
+                                    "subscriber {index} on {topic}: duplicate: got seq {seq} twice"
+                                ));
+                            } else if last.is_some_and(|l| l >= seq) {
+                                shared.fail(format!(
+                                    "subscriber {index} on {topic}: reordered: got seq {seq} from publisher {from} after {}",
+                                    last.unwrap_or(0)
+                                ));
+                            }
+                            *word |= bit;
+                            *last = Some(seq);
+                        }
+                        _ => shared.fail(format!(
+                            "subscriber {index} on {topic}: seq {seq} from publisher {from} was never sent"
+                        )),
+                    }
+                    next += 1;
+                } else {
+                    if seq != next {
+                        let what = if seq < next {
+                            "duplicate or reordered"
+                        } else {
+                            "gap (lost)"
+                        };
+                        shared.fail(format!(
+                            "subscriber {index} on {topic}: {what}: got seq {seq}, expected {next}"
+                        ));
+                    }
+                    next = next.max(seq + 1);
                 }
-                next = next.max(seq + 1);
                 delivered += 1;
                 latencies.push(now.saturating_sub(sent));
             }
@@ -367,12 +510,63 @@ async fn subscriber(
     }
 }
 
-/// Appends one message (`type` `bench`, data `{"seq":..,"t":..}`) as JSON.
-fn push_message(body: &mut String, topic: &str, seq: u64, sent_us: u64) {
+/// Appends one message (`type` `bench`, data `{"seq":..,"p":..,"t":..}`,
+/// `p` the publishing connection) as JSON.
+fn push_message(body: &mut String, topic: &str, seq: u64, from: usize, sent_us: u64) {
     let _ = write!(
         body,
-        r#"{{"topic":"{topic}","type":"bench","data":{{"seq":{seq},"t":{sent_us}}}}}"#
+        r#"{{"topic":"{topic}","type":"bench","data":{{"seq":{seq},"p":{from},"t":{sent_us}}}}}"#
     );
+}
+
+/// [`push_message`] with `pad` bytes of padding in the data.
+fn push_padded(body: &mut String, topic: &str, seq: u64, from: usize, sent_us: u64, pad: usize) {
+    if pad == 0 {
+        return push_message(body, topic, seq, from, sent_us);
+    }
+    let _ = write!(
+        body,
+        r#"{{"topic":"{topic}","type":"bench","data":{{"seq":{seq},"p":{from},"t":{sent_us},"pad":""#
+    );
+    body.extend(std::iter::repeat_n('x', pad));
+    body.push_str("\"}}");
+}
+
+/// Opens a stream on `topic`, waits for its first bytes (the preface) and
+/// then never reads again.
+async fn open_and_stop_reading(addr: SocketAddr, topic: &str) -> Result<EventStream, String> {
+    let mut stream = EventStream::open(addr, &[topic]).await?;
+    match stream.next().await? {
+        Some(_) => Ok(stream),
+        None => Err("closed before its first event".into()),
+    }
+}
+
+/// How many of `streams` the server has closed (read what is left, briefly).
+async fn count_closed(streams: &mut [EventStream]) -> usize {
+    let mut closed = 0;
+    for stream in streams {
+        let drained = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                match stream.next().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return true,
+                }
+            }
+        })
+        .await;
+        if drained == Ok(true) {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// The source address of stream `index` when streams are spread over
+/// `count` loopback addresses.
+fn source_address(index: usize, count: u8) -> Option<std::net::IpAddr> {
+    (count > 1)
+        .then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (index % count as usize) as u8).into())
 }
 
 /// Publishes `messages_per_topic` messages to every topic, round-robin, so
@@ -381,11 +575,12 @@ async fn publish(
     addr: SocketAddr,
     topics: &[String],
     pace: Pace,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<(), String> {
     let mut publisher = Publisher::connect(addr).await?;
     let t = topics.len() as u64;
     let total = t * shared.expect;
+    let pad = shared.pad_bytes;
     let mut k = 0u64;
     match pace {
         Pace::Burst { batch, window } => {
@@ -405,7 +600,7 @@ async fn publish(
                     if m > k {
                         body.push(',');
                     }
-                    push_message(&mut body, &topics[(m % t) as usize], m / t, sent);
+                    push_message(&mut body, &topics[(m % t) as usize], m / t, 0, sent);
                 }
                 body.push(']');
                 publisher.publish(Bytes::from(body.clone())).await?;
@@ -419,9 +614,61 @@ async fn publish(
             while k < total {
                 ticks.tick().await;
                 body.clear();
-                push_message(&mut body, &topics[(k % t) as usize], k / t, now_us());
+                push_message(&mut body, &topics[(k % t) as usize], k / t, 0, now_us());
                 publisher.publish(Bytes::from(body.clone())).await?;
                 k += 1;
+            }
+        }
+        Pace::Posts {
+            in_flight,
+            window,
+            per_sec,
+        } => {
+            let next = Arc::new(AtomicU64::new(0));
+            let started = tokio::time::Instant::now();
+            let mut connections = JoinSet::new();
+            for from in 0..in_flight.max(1) {
+                let mut publisher = Publisher::connect(addr).await?;
+                let (next, topics) = (next.clone(), topics.to_vec());
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let mut body = String::new();
+                    loop {
+                        let k = next.fetch_add(1, Ordering::AcqRel);
+                        if k >= total {
+                            return Ok::<(), String>(());
+                        }
+                        let seq = k / t;
+                        if let Some(rate) = per_sec {
+                            tokio::time::sleep_until(
+                                started + Duration::from_secs_f64(k as f64 / rate),
+                            )
+                            .await;
+                        }
+                        while seq >= shared.min_next() + window {
+                            // Woken by a delivery, or looks again soon.
+                            let _ = tokio::time::timeout(
+                                Duration::from_millis(2),
+                                shared.progress.notified(),
+                            )
+                            .await;
+                        }
+                        body.clear();
+                        let topic = &topics[(k % t) as usize];
+                        let sent = now_us();
+                        push_padded(&mut body, topic, seq, from, sent, pad);
+                        publisher.publish(Bytes::from(body.clone())).await?;
+                        let took = now_us().saturating_sub(sent).max(1);
+                        shared
+                            .posts
+                            .lock()
+                            .expect("posts lock")
+                            .saturating_record(took);
+                    }
+                });
+            }
+            while let Some(done) = connections.join_next().await {
+                done.map_err(|e| e.to_string())??;
             }
         }
     }

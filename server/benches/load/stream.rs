@@ -4,10 +4,10 @@
 //! channel between connection and body, so the load generator spends little
 //! of the two cores it shares with the server.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// An open event stream whose response head was `200`.
 pub struct EventStream {
@@ -116,12 +116,45 @@ impl Chunked {
 impl EventStream {
     /// Sends `GET /events?topic=...` and reads the response head.
     pub async fn open(addr: SocketAddr, topics: &[&str]) -> Result<Self, String> {
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+        Self::open_with(addr, None, topics, None).await
+    }
+
+    /// [`open`](Self::open) from the local address `source` (any port).
+    pub async fn open_from(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        topics: &[&str],
+    ) -> Result<Self, String> {
+        Self::open_with(addr, source, topics, None).await
+    }
+
+    /// [`open_from`](Self::open_from), resuming after `last_event_id`.
+    pub async fn open_with(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        topics: &[&str],
+        last_event_id: Option<&str>,
+    ) -> Result<Self, String> {
+        let mut tcp = match source {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => {
+                let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| format!("bind {ip}: {e}"))?;
+                socket.connect(addr).await
+            }
+        }
+        .map_err(|e| format!("connect {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-        // Topics here are made of [a-z0-9:] only; ':' is fine in a query.
-        let query: Vec<String> = topics.iter().map(|t| format!("topic={t}")).collect();
+        // Topics here are made of [a-z0-9:>*-] only; fine in a query.
+        let mut query: Vec<String> = topics
+            .iter()
+            .map(|t| format!("topic={}", t.replace('>', "%3E")))
+            .collect();
+        if let Some(id) = last_event_id {
+            query.push(format!("lastEventId={id}"));
+        }
         let request = format!(
             "GET /events?{} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n",
             query.join("&")
