@@ -74,6 +74,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// PEM file with the certificate chain to serve HTTPS with (HTTP/2 and
+    /// HTTP/1.1 by ALPN); needs `--tls-key`. Reloaded on SIGHUP and when the
+    /// file changes, without closing open streams.
+    #[arg(long, env = "TIDINGS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TIDINGS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Redis URL for cluster mode (several instances share messages and history).
     #[arg(long, env = "TIDINGS_REDIS_URL")]
     pub redis: Option<String>,

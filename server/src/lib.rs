@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod presence;
 mod server;
 pub mod stream;
+pub mod tls;
 
 pub use server::{
     RunningServer, SHUTDOWN_RETRY_MS, StartError, hub_config, memory_engine, start,

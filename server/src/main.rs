@@ -100,7 +100,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on http://{}", server.local_addr());
+        let _ = writeln!(out, "listening on {}://{}", server.scheme(), server.local_addr());
         if public.0.is_empty() {
             let _ = writeln!(out, "no public topics: every client needs a token");
         } else {

@@ -8,12 +8,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::Request};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
+use axum::Router;
 use tidings_core::{
     broker::{BrokerConfig, HistoryLimits},
     hub::HubConfig,
@@ -25,13 +20,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::{Access, Authenticator, KeyError, Keys},
     config::ServeArgs,
-    conn::{self, ConnSettings, GuardedIo, HeadTimeouts},
+    conn::{ConnSettings, Connections, HeadTimeouts},
     engine::{Engine, MemoryEngine, RedisEngine, RedisSettings, RedisStartError},
     http::{AppState, Settings, cors_layer, router},
     limits::{Admission, ConnectionLimiter, SocketLimiter, fit_to_open_files},
     metrics::Metrics,
     presence::Presence,
-    stream::{ConnectionInfo, IoState, WatchedIo},
+    tls::{CertStore, TlsError},
 };
 
 /// Reconnection delay announced to streams closed by a shutdown (ms).
@@ -63,6 +58,9 @@ pub enum StartError {
     /// A CORS origin is invalid.
     #[error("{0}")]
     Cors(String),
+    /// The TLS certificate or key (`--tls-cert`, `--tls-key`) cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Cluster mode (`--redis`) could not start.
     #[error(transparent)]
     Cluster(#[from] RedisStartError),
@@ -105,6 +103,7 @@ pub struct RunningServer {
     task: JoinHandle<()>,
     state: Arc<AppState>,
     sockets: SocketLimiter,
+    tls: Option<Arc<CertStore>>,
     generated_secret: Option<String>,
 }
 
@@ -127,6 +126,18 @@ impl RunningServer {
     /// Streams the watchdog looks after now (open streams).
     pub fn open_streams(&self) -> usize {
         self.state.watchdog.len()
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Reads the TLS certificate and key files again (as on SIGHUP); new
+    /// handshakes use them, open connections keep theirs. On error the
+    /// previous certificate stays.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.as_ref().map_or(Ok(()), |store| store.reload())
     }
 
     /// TCP connections open now, of every kind (streams, requests, idle
@@ -251,6 +262,10 @@ pub async fn start_with_engine(
         addr: args.listen,
         source,
     })?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(CertStore::load(cert, key)?)),
+        _ => None,
+    };
     let sockets = socket_limiter(&args);
     let settings = ConnSettings {
         head: HeadTimeouts {
@@ -260,6 +275,9 @@ pub async fn start_with_engine(
         body: args.body_timeout,
     };
     let stop = CancellationToken::new();
+    if let Some(store) = &tls {
+        tokio::spawn(store.clone().watch(stop.clone()));
+    }
     let task = tokio::spawn(serve(
         listener,
         app,
@@ -267,6 +285,7 @@ pub async fn start_with_engine(
         Accept {
             sockets: sockets.clone(),
             settings,
+            tls: tls.as_ref().map(|store| Arc::new(store.server_config())),
         },
         stop.clone(),
         args.shutdown_timeout,
@@ -277,6 +296,7 @@ pub async fn start_with_engine(
         task,
         state,
         sockets,
+        tls,
         generated_secret,
     })
 }
@@ -300,6 +320,7 @@ fn socket_limiter(args: &ServeArgs) -> SocketLimiter {
 struct Accept {
     sockets: SocketLimiter,
     settings: ConnSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Accepts connections until `stop`, then shuts down gracefully.
@@ -313,16 +334,7 @@ async fn serve(
 ) {
     let watchdog_stop = CancellationToken::new();
     tokio::spawn(state.watchdog.clone().run(watchdog_stop.clone()));
-    let graceful = GracefulShutdown::new();
-    let settings = accept.settings;
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new());
-    builder.max_header_size(conn::MAX_HEAD_BYTES);
-    // The guard below closes idle connections and answers slow heads; hyper's
-    // own head timer (which closes without an answer) is only a backstop.
-    builder.header_read_timeout(
-        settings.head.keepalive + settings.head.header + Duration::from_secs(1),
-    );
+    let connections = Connections::new(app, accept.settings, accept.tls, state.metrics.clone());
 
     loop {
         let (tcp, peer) = tokio::select! {
@@ -337,52 +349,19 @@ async fn serve(
                 }
             },
         };
-        let permit = match accept.sockets.admit(peer.ip()) {
-            Admission::Serve(permit) => permit,
+        match accept.sockets.admit(peer.ip()) {
+            Admission::Serve(permit) => connections.serve(tcp, peer, permit),
             Admission::Refuse(permit, error) => {
                 state.metrics.tcp_refused.fetch_add(1, Relaxed);
                 tracing::debug!(%peer, code = error.code(), "refused a connection over the TCP caps");
-                let wait = settings.head.header.min(settings.head.keepalive);
-                tokio::spawn(async move {
-                    conn::refuse(tcp, error, wait).await;
-                    drop(permit);
-                });
-                continue;
+                connections.refuse(tcp, peer, permit, error);
             }
             Admission::Close => {
                 state.metrics.tcp_refused.fetch_add(1, Relaxed);
                 tracing::debug!(%peer, "closed a connection at accept: over the TCP caps and their reserve");
                 drop(tcp);
-                continue;
             }
-        };
-        let _ = tcp.set_nodelay(true);
-        let io_state = Arc::new(IoState::default());
-        let info = ConnectionInfo::new(peer, io_state.clone());
-        let app = app.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            conn::handle(&app, &info, settings.body, request)
-        });
-        let io = GuardedIo::new(tcp, io_state.clone(), settings.head, None);
-        let connection =
-            builder.serve_connection(TokioIo::new(WatchedIo::new(io, io_state.clone())), service);
-        let connection = graceful.watch(connection);
-        let metrics = state.metrics.clone();
-        metrics.tcp_connections.fetch_add(1, Relaxed);
-        tokio::spawn(async move {
-            let _permit = permit;
-            tokio::select! {
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = io_state.kill.cancelled() => {
-                    tracing::info!(%peer, "closed a connection that stopped reading");
-                }
-            }
-            metrics.tcp_connections.fetch_sub(1, Relaxed);
-        });
+        }
     }
 
     // Shutdown: refuse new work, close every stream with a short `retry:`,
@@ -401,7 +380,7 @@ async fn serve(
             }
         };
         tokio::select! {
-            _ = graceful.shutdown() => {}
+            _ = connections.shutdown() => {}
             _ = closer => {}
         }
         // Leaves of the closed streams go out before the engine stops.

@@ -101,6 +101,10 @@ pub(crate) struct GuardedIo<T> {
     out: Vec<u8>,
     out_written: usize,
     ending: Ending,
+    /// The first bytes, read to learn the protocol, given back to hyper.
+    replay: [u8; H2_PREFACE.len()],
+    replay_len: usize,
+    replay_pos: usize,
 }
 
 impl<T> GuardedIo<T> {
@@ -127,6 +131,9 @@ impl<T> GuardedIo<T> {
             out: Vec::new(),
             out_written: 0,
             ending: Ending::No,
+            replay: [0; H2_PREFACE.len()],
+            replay_len: 0,
+            replay_pos: 0,
         }
     }
 
@@ -229,6 +236,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         }
     }
 
+    /// Reads the first bytes (at most the HTTP/2 preface's 24) until the
+    /// protocol is known; they are given back to the reader afterwards.
+    /// True for HTTP/2 (prior knowledge, or known from ALPN).
+    pub(crate) async fn detect_protocol(&mut self) -> io::Result<bool> {
+        std::future::poll_fn(|cx| self.poll_detect(cx)).await
+    }
+
+    fn poll_detect(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        loop {
+            let matched = match self.protocol {
+                Protocol::Http1 => return Poll::Ready(Ok(false)),
+                Protocol::Http2 => return Poll::Ready(Ok(true)),
+                Protocol::Unknown { matched } => matched,
+            };
+            let mut buf = ReadBuf::new(&mut self.replay[matched..]);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.replay_len = matched + n;
+            let got = self.replay;
+            self.detect(&got[matched..matched + n]);
+        }
+    }
+
     /// The bytes of a head arrived in `got`: learn the protocol.
     fn detect(&mut self, got: &[u8]) {
         if let Protocol::Unknown { matched } = self.protocol {
@@ -257,6 +290,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
         if this.ending != Ending::No {
             // Ours now: hyper sees the end of the stream once we are done.
             return this.poll_finish(cx);
+        }
+        if this.replay_pos < this.replay_len {
+            let n = (this.replay_len - this.replay_pos).min(buf.remaining());
+            buf.put_slice(&this.replay[this.replay_pos..this.replay_pos + n]);
+            this.replay_pos += n;
+            if let Phase::Idle(_) = this.phase {
+                this.phase = Phase::Head(Instant::now());
+            }
+            return Poll::Ready(Ok(()));
         }
         if this.protocol == Protocol::Http2 {
             return Pin::new(&mut this.inner).poll_read(cx, buf);

@@ -14,13 +14,14 @@
 mod body;
 mod guard;
 mod reject;
+mod serve;
 
 use std::{convert::Infallible, future::Future, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use axum::{
     Router,
     extract::Request,
-    http::{HeaderValue, Version, header},
+    http::{HeaderValue, Method, Version, header},
     response::{IntoResponse, Response},
 };
 use hyper::body::Incoming;
@@ -30,9 +31,12 @@ use self::body::{InFlight, RequestBody};
 pub(crate) use self::{
     body::TrackedBody,
     guard::{GuardedIo, HeadTimeouts},
-    reject::refuse,
+    serve::Connections,
 };
-use crate::{error::ApiError, stream::ConnectionInfo};
+use crate::{
+    error::ApiError,
+    stream::{ConnectionInfo, IoState},
+};
 
 /// Largest request head (request line and headers) in bytes; larger heads
 /// get `431` (and more than 100 header lines too). Fits a URL of hyper's
@@ -62,8 +66,18 @@ pub(crate) fn handle(
     // Counted at once, before the future first runs: the connection's
     // guard must see the request as started.
     let in_flight = InFlight::start(&info.io);
-    request.extensions_mut().insert(info.clone());
     let version = request.version();
+    if version == Version::HTTP_2 {
+        // A stream (GET /events and the like) gets its own kill switch, so
+        // the watchdog can close it alone; the executor that spawns this
+        // request's task next picks it up.
+        let stream = (request.method() == Method::GET).then(|| IoState::for_stream(&info.io));
+        *info.io.next_stream.lock() = stream.as_ref().map(|s| s.kill.clone());
+        let info = stream.map_or_else(|| info.clone(), |io| ConnectionInfo::new(info.peer, io));
+        request.extensions_mut().insert(info);
+    } else {
+        request.extensions_mut().insert(info.clone());
+    }
     let (parts, body) = request.into_parts();
     let (body, expired) = RequestBody::new(body, body_timeout);
     let request = Request::from_parts(parts, body);

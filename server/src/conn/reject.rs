@@ -21,18 +21,27 @@ pub(crate) const LINGER: Duration = Duration::from_secs(2);
 /// Bytes discarded at most while lingering.
 pub(crate) const LINGER_BYTES: usize = 1024 * 1024;
 
+/// The contract's error body for `error`.
+pub(crate) fn json_body(error: &ApiError) -> String {
+    json!({"error": {"code": error.code(), "message": error.to_string()}}).to_string()
+}
+
+/// The `Retry-After` seconds that go with `status`, if any.
+pub(crate) fn retry_after(status: StatusCode) -> Option<u64> {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    )
+    .then_some(RETRY_AFTER_SECS)
+}
+
 /// A complete HTTP/1.1 response for `error` that closes the connection.
 pub(crate) fn raw_response(error: &ApiError) -> Vec<u8> {
     let status = error.status();
-    let body = json!({"error": {"code": error.code(), "message": error.to_string()}}).to_string();
-    let retry_after = if matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        format!("retry-after: {RETRY_AFTER_SECS}\r\n")
-    } else {
-        String::new()
-    };
+    let body = json_body(error);
+    let retry_after = retry_after(status)
+        .map(|secs| format!("retry-after: {secs}\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{retry_after}\r\n{body}",
         status.as_str(),

@@ -87,7 +87,7 @@ impl Stream for EventStream {
             return Poll::Ready(None);
         }
         let slot = &this.parts.slot.slot;
-        slot.waker.register(cx.waker());
+        slot.polled(cx.waker());
         if slot.expired.load(Relaxed) {
             // The token ran out: say so and end. Queued messages are not
             // sent: the client resumes from its last id with a fresh token

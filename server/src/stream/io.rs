@@ -44,14 +44,40 @@ pub(crate) struct IoState {
     /// may still be arriving: read and discard them for a moment before
     /// closing, so the client reads the answer instead of a reset.
     pub(crate) linger: AtomicBool,
+    /// HTTP/2: the connection this stream is on. An HTTP/2 request gets an
+    /// `IoState` of its own (its `kill` ends that stream only), whose parent
+    /// is the connection's (whose `kill` ends them all).
+    parent: Option<Arc<IoState>>,
+    /// HTTP/2: the kill switch of the stream whose service was just called,
+    /// taken by the executor that spawns that stream's task.
+    pub(crate) next_stream: parking_lot::Mutex<Option<CancellationToken>>,
 }
 
 impl IoState {
+    /// The state of one HTTP/2 stream on the connection of `parent`.
+    pub(crate) fn for_stream(parent: &Arc<IoState>) -> Arc<Self> {
+        Arc::new(Self {
+            parent: Some(parent.clone()),
+            ..Self::default()
+        })
+    }
+
     /// Milliseconds the socket has refused writes, at `now`.
     pub(crate) fn blocked_for(&self, now: u64) -> u64 {
-        match self.blocked_since.load(Relaxed) {
+        let own = match self.blocked_since.load(Relaxed) {
             0 => 0,
             since => now.saturating_sub(since),
+        };
+        own.max(self.parent.as_ref().map_or(0, |p| p.blocked_for(now)))
+    }
+
+    /// Closes what is stuck: the whole connection if its socket has
+    /// refused writes for `timeout_ms`, else this stream (the connection
+    /// on HTTP/1, one stream on HTTP/2).
+    pub(crate) fn kill_stuck(&self, now: u64, timeout_ms: u64) {
+        match &self.parent {
+            Some(parent) if parent.blocked_for(now) >= timeout_ms => parent.kill.cancel(),
+            _ => self.kill.cancel(),
         }
     }
 }

@@ -4,14 +4,23 @@
 //! A timer per stream would wake thousands of tasks; instead the watchdog
 //! walks the registered streams on a coarse tick (at most a second), marks
 //! heartbeats due (waking only streams that wrote nothing since the last
-//! round), closes connections whose socket has refused writes for longer
-//! than the write timeout, and marks streams whose token is no longer
-//! accepted as expired (the stream then sends `tidings.expired` and ends).
+//! round), marks streams whose token is no longer accepted as expired (the
+//! stream then sends `tidings.expired` and ends), and closes streams that
+//! cannot write for longer than the write timeout:
+//!
+//! - their socket refuses writes (HTTP/1, or an HTTP/2 connection whose
+//!   client stopped reading altogether): the connection is closed;
+//! - or the stream was woken for a heartbeat and its body has not been
+//!   polled since. On HTTP/2 that is how a stuck stream shows: the client
+//!   reads the connection but not this stream, its flow-control window
+//!   stays shut, and hyper stops polling the body while the socket is fine.
+//!   Only that stream is closed (`RST_STREAM`); the others on the
+//!   connection go on.
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -35,7 +44,29 @@ pub(crate) struct StreamSlot {
     /// When the stream's token stops being accepted (ms since the Unix
     /// epoch); 0 for streams without a token, which never expire.
     expires_at_ms: u64,
+    /// [`monotonic_millis`] when the watchdog woke the stream for a
+    /// heartbeat and it had not run since; 0 once it runs.
+    waiting_since: AtomicU64,
     io: Option<Arc<IoState>>,
+}
+
+impl StreamSlot {
+    /// Called by the stream each time its body is polled: registers its
+    /// waker and records that it makes progress.
+    pub(crate) fn polled(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+        if self.waiting_since.load(Relaxed) != 0 {
+            self.waiting_since.store(0, Relaxed);
+        }
+    }
+
+    /// Milliseconds since the stream was woken without running, at `now`.
+    fn waiting_for(&self, now: u64) -> u64 {
+        match self.waiting_since.load(Relaxed) {
+            0 => 0,
+            since => now.saturating_sub(since),
+        }
+    }
 }
 
 /// Streams to look after.
@@ -116,12 +147,16 @@ impl Watchdog {
                 slot.waker.wake();
             }
             if let Some(io) = &slot.io {
-                if io.blocked_for(now) >= timeout && !slot.timed_out.swap(true, Relaxed) {
-                    io.kill.cancel();
+                let stuck = io.blocked_for(now).max(slot.waiting_for(now)) >= timeout;
+                if stuck && !slot.timed_out.swap(true, Relaxed) {
+                    io.kill_stuck(now, timeout);
                 }
             }
             if heartbeat && !slot.wrote.swap(false, Relaxed) {
                 slot.heartbeat_due.store(true, Relaxed);
+                let _ = slot
+                    .waiting_since
+                    .compare_exchange(0, now, Relaxed, Relaxed);
                 slot.waker.wake();
             }
         }
