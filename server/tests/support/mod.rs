@@ -207,10 +207,15 @@ pub enum Item {
     Event(MessageEvent),
 }
 
+/// A response body as a stream of chunks, whatever client read it.
+pub type BodyChunks = std::pin::Pin<
+    Box<dyn Stream<Item = Result<Bytes, Box<dyn std::error::Error + Send + Sync>>> + Send>,
+>;
+
 /// An open SSE response read with the core decoder.
 pub struct SseStream {
     pub headers: HeaderMap,
-    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    body: BodyChunks,
     decoder: Decoder,
     ready: VecDeque<Item>,
     /// Every byte received so far.
@@ -220,9 +225,18 @@ pub struct SseStream {
 
 impl SseStream {
     pub fn new(response: reqwest::Response) -> Self {
+        let headers = response.headers().clone();
+        let body = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(Into::into));
+        Self::from_parts(headers, Box::pin(body))
+    }
+
+    /// A stream read from any client's body chunks.
+    pub fn from_parts(headers: HeaderMap, body: BodyChunks) -> Self {
         Self {
-            headers: response.headers().clone(),
-            body: Box::pin(response.bytes_stream()),
+            headers,
+            body,
             decoder: Decoder::default(),
             ready: VecDeque::new(),
             raw: Vec::new(),
