@@ -990,3 +990,24 @@ async fn the_connection_timeouts_and_caps_hold_over_tls_and_http2() {
     let id = publish(&mut streams, "demo:limits", json!("end")).await;
     assert_eq!(stream.event().await.last_event_id, id);
 }
+
+#[tokio::test]
+async fn shutdown_tells_http2_streams_to_retry_soon_then_ends_them() {
+    let pki = Pki::new();
+    let t = start_tls(&pki, |_| {}).await;
+    let mut client = Client::new(t.server.local_addr(), Transport::Tls(pki.client(&[b"h2"]))).await;
+    let mut first = sse(client.get("/events?topic=demo:bye").await);
+    let mut second = sse(client.get("/events?topic=demo:bye").await);
+    first.connected().await;
+    second.connected().await;
+    let id = publish(&mut client, "demo:bye", json!(1)).await;
+    patiently("the shutdown", t.server.shutdown()).await;
+    for stream in [&mut first, &mut second] {
+        let rest = stream.rest().await;
+        assert!(
+            matches!(&rest[0], Item::Event(e) if e.last_event_id == id),
+            "{rest:?}"
+        );
+        assert_eq!(rest[1..], [Item::Retry(tidings_server::SHUTDOWN_RETRY_MS)]);
+    }
+}
