@@ -380,8 +380,14 @@ impl<R: RawMutex> Hub<R> {
         let mut log = self.log.lock();
         let mut broker = self.broker.lock();
         if let Verdict::AfterLoss { through } = log.follower.give_up(topic, prev) {
-            if through > broker.position().seq {
+            let position = broker.position();
+            if through > position.seq {
                 announce_loss(&mut broker, through, GapReason::EntriesLost, now_us);
+            } else {
+                // Later messages of other topics were delivered already:
+                // tell the streams of this topic.
+                let notice = Frame::gap(position, GapReason::EntriesLost, None, now_us);
+                broker.announce_topic_loss(topic, through, notice);
             }
         }
     }
@@ -401,6 +407,13 @@ impl<R: RawMutex> Hub<R> {
     /// ```
     pub fn resync_ticket(&self) -> ResyncTicket {
         self.log.lock().follower.ticket()
+    }
+
+    /// Stops following the per-topic chains of the topics `keep` refuses
+    /// (no stream here needs them any more, or a driver re-read them from
+    /// the log): the next entry of such a topic starts its chain again.
+    pub fn forget_chains(&self, keep: impl FnMut(&Topic) -> bool) {
+        self.log.lock().follower.retain_chains(keep);
     }
 
     /// Judges the log's state after a (re)connect and applies it: lost

@@ -433,3 +433,50 @@ fn a_publish_acknowledged_while_the_state_was_asked_for_is_not_a_loss() {
     assert_eq!(stream.take(), ["x"]);
     assert_eq!(a.hub.position(), acked);
 }
+
+#[test]
+fn a_hole_found_behind_the_position_tells_the_streams_of_that_topic() {
+    // Per-topic chains (JetStream): t:a's entry 5 was lost live, t:b's 6
+    // was delivered, then t:a's 7 reveals the hole. 5 can no longer be
+    // delivered in order: the streams of t:a are told, t:b's are not.
+    let e = Epoch::from_random(6);
+    let hub = SyncHub::new(HubConfig::default(), e, 0);
+    let (mut on_a, _) = hub.subscribe(&[Pattern::new("t:a").unwrap()], Placement::Live, None);
+    let (mut on_b, _) = hub.subscribe(&[Pattern::new("t:b").unwrap()], Placement::Live, None);
+    let (a, b) = (Topic::new("t:a").unwrap(), Topic::new("t:b").unwrap());
+    let (ma, mb) = (
+        Outgoing::new(a.clone(), EventType::MESSAGE, "a"),
+        Outgoing::new(b.clone(), EventType::MESSAGE, "b"),
+    );
+    let entry = |topic, message, seq, prev| LogEntry {
+        id: MessageId::new(e, seq),
+        chain: Chain::Topic { topic, prev },
+        message,
+        published_us: 0,
+    };
+    let fed = hub.feed(&[entry(&a, &ma, 3, 0), entry(&b, &mb, 6, 0)], 0);
+    assert_eq!(fed.delivered, 2);
+    let fed = hub.feed(&[entry(&a, &ma, 7, 5)], 0);
+    assert_eq!(fed.missing, Some((0, 3, 5)));
+    hub.give_up(&a, 5, 0);
+    assert_eq!(hub.feed(&[entry(&a, &ma, 7, 5)], 0).delivered, 1);
+    let text = |sub: &mut tidings_core::hub::FrameSubscription<parking_lot::RawMutex>| {
+        let mut got = Vec::new();
+        sub.try_recv_many(&mut got, 10).unwrap();
+        got.iter()
+            .map(|f| String::from_utf8_lossy(&f.payload().bytes).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let got_a = text(&mut on_a);
+    assert_eq!(got_a.len(), 3, "{got_a:?}");
+    assert!(got_a[0].starts_with("id: 6-3\n"));
+    assert!(
+        got_a[1].starts_with("id: 6-6\nevent: tidings.gap"),
+        "{got_a:?}"
+    );
+    assert!(got_a[2].starts_with("id: 6-7\n"));
+    assert_eq!(text(&mut on_b).len(), 1, "t:b's stream is not told");
+    // A chain forgotten starts again at its next entry, without a check.
+    hub.forget_chains(|t| t != &a);
+    assert_eq!(hub.feed(&[entry(&a, &ma, 9, 8)], 0).delivered, 1);
+}

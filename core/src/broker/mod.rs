@@ -731,6 +731,49 @@ impl<M: Weigh> Broker<M> {
         self.notify(at, notice, |sub| sub.high_water < through)
     }
 
+    /// Declares that messages of `topic` up to sequence number `through`,
+    /// which is not after where the broker stands, may be missing (a
+    /// shared log with one chain per topic found the hole after later
+    /// messages of other topics were delivered): a resume from before it
+    /// reports a gap, and `notice` (a `tidings.gap` frame with the broker's
+    /// position as its id) is queued for every live subscription matching
+    /// `topic`. Returns how many were told.
+    pub fn announce_topic_loss(&mut self, topic: &Topic, through: u64, notice: M) -> usize {
+        self.history.forget_through(through.min(self.last));
+        let mut matching = Vec::new();
+        self.index
+            .for_each_match(topic.as_str(), |&sid| matching.push(sid));
+        let weight = notice.weight();
+        let message = Arc::new(Message {
+            id: MessageId::new(self.epoch, self.last),
+            topic: self.notice_topic.clone(),
+            payload: notice,
+            weight,
+        });
+        let limits = (
+            self.config.queue_capacity,
+            self.config.queue_bytes,
+            self.config.total_queue_bytes,
+        );
+        let mut told = 0;
+        for sid in matching {
+            let Some(sub) = self
+                .subs
+                .get_mut(sid.index as usize)
+                .filter(|s| s.generation == sid.generation && s.state == State::Live)
+            else {
+                continue;
+            };
+            sub.high_water = sub.high_water.max(self.last);
+            if enqueue(sub, &message, limits, &mut self.queued_bytes) {
+                told += 1;
+            } else {
+                self.lagged += 1;
+            }
+        }
+        told
+    }
+
     /// Starts a new epoch of the log (the engine lost entries and started
     /// over): history is dropped, every live subscription is sent `notice`
     /// (a `tidings.gap` frame) and then receives the new epoch's messages

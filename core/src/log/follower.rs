@@ -228,6 +228,11 @@ impl Follower {
         ResyncTicket { acked: self.acked }
     }
 
+    /// Keeps only the per-topic chains whose topic `keep` accepts.
+    pub fn retain_chains(&mut self, mut keep: impl FnMut(&Topic) -> bool) {
+        self.chains.retain(|topic, _| keep(topic));
+    }
+
     /// Judges the log's state after a (re)connect. `position` is where the
     /// local broker stands; `ticket` was taken before `log` was asked for.
     pub fn resync(&mut self, position: MessageId, log: LogState, ticket: ResyncTicket) -> Resync {
