@@ -20,9 +20,15 @@ pub mod redis;
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
 pub use self::redis::{RedisEngine, RedisSettings, RedisStartError};
+use bytes::Bytes;
 pub use memory::MemoryEngine;
 pub use tidings_core::hub::{Accepted, KeyReused};
-use tidings_core::{broker::Placement, hub::SyncHub, message::Outgoing};
+use tidings_core::{
+    broker::{Placement, Subscribed},
+    hub::SyncHub,
+    message::{ConnectionId, Outgoing},
+    topic::Pattern,
+};
 
 /// The hub every engine feeds; streams subscribe to it.
 pub type Hub = SyncHub;
@@ -90,6 +96,19 @@ impl fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+/// A stream's subscription as an engine opened it.
+#[derive(Debug)]
+pub struct Opened {
+    /// Live (and locally replayed) frames; dropping it unsubscribes.
+    pub subscription: FrameSubscription,
+    /// Where the stream starts (`position` for its first frame), whether it
+    /// must be told `tidings.gap`, how many messages were replayed.
+    pub subscribed: Subscribed,
+    /// Frames replayed from the engine's log, sent after `tidings.connected`
+    /// (and `tidings.gap`) and before anything from `subscription`.
+    pub replay: Bytes,
+}
+
 /// Moves messages between publishers, the shared log (if any) and this
 /// instance's [`Hub`]. See the [module docs](self).
 pub trait Engine: Send + Sync + 'static {
@@ -114,6 +133,33 @@ pub trait Engine: Send + Sync + 'static {
     /// every instance lists every instance's streams.
     fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
         Arc::new(crate::presence::MemoryPresence::new())
+    }
+
+    /// Opens a stream's subscription to `patterns`, resuming after the
+    /// client's `resume` id if any: the hub places the id (one ahead of this
+    /// instance is confirmed with [`confirm_ahead`](Self::confirm_ahead))
+    /// and replays what it retains. An engine whose instances do not hold
+    /// every message (NATS) sets up its live interest first and replays
+    /// from its log.
+    fn subscribe<'a>(
+        &'a self,
+        patterns: &'a [Pattern],
+        resume: Option<&'a str>,
+        connection: Option<ConnectionId>,
+    ) -> BoxFuture<'a, Result<Opened, EngineError>> {
+        Box::pin(async move {
+            let hub = self.hub();
+            let mut placement = hub.place(resume);
+            if let Placement::Ahead(_) = placement {
+                placement = self.confirm_ahead(placement).await?;
+            }
+            let (subscription, subscribed) = hub.subscribe(patterns, placement, connection);
+            Ok(Opened {
+                subscription,
+                subscribed,
+                replay: Bytes::new(),
+            })
+        })
     }
 
     /// `Ok` when the engine can serve (for `/healthz`).

@@ -11,7 +11,6 @@ use axum::{
 use bytes::Bytes;
 use serde_json::json;
 use tidings_core::{
-    broker::Placement,
     message::{ConnectionId, Frame},
     sse::{Event, encode_retry},
     topic::{Pattern, Topic, is_internal},
@@ -146,21 +145,23 @@ pub(super) async fn subscribe(
     let permit = state.limiter.acquire(ip)?;
 
     // Where the stream starts: the hub places the resume id; one ahead of
-    // this instance is waited for only if the engine has produced it.
-    let hub = state.engine.hub();
-    let mut placement = hub.place(resume_text.as_deref());
-    if let Placement::Ahead(_) = placement {
-        placement = state.engine.confirm_ahead(placement).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot place a resume id ahead of this instance");
+    // this instance is waited for only if the engine has produced it (and
+    // an engine whose instances hold only what their streams need replays
+    // from its log).
+    let connection = ConnectionId::from_random(rand::random());
+    let topic_count = patterns.len();
+    let opened = state
+        .engine
+        .subscribe(&hub_patterns, resume_text.as_deref(), Some(connection))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot open a stream on the message engine");
             ApiError::Unavailable(
-                "the message engine is unavailable, so the resume point cannot be checked; retry later"
+                "the message engine is unavailable, so the stream cannot be opened; retry later"
                     .into(),
             )
         })?;
-    }
-    let connection = ConnectionId::from_random(rand::random());
-    let topic_count = patterns.len();
-    let (subscription, subscribed) = hub.subscribe(&hub_patterns, placement, Some(connection));
+    let (subscription, subscribed) = (opened.subscription, opened.subscribed);
     // Listed under each exact topic (not under what a pattern matches).
     let mut listed: Vec<Topic> = patterns
         .iter()
@@ -186,6 +187,7 @@ pub(super) async fn subscribe(
         let gap = Frame::gap(subscribed.position, reason, resume_text.as_deref(), 0);
         preface.extend_from_slice(&gap.bytes);
     }
+    preface.extend_from_slice(&opened.replay);
     let mut farewell = Vec::with_capacity(16);
     encode_retry(settings.shutdown_retry_ms, &mut farewell);
 
