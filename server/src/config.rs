@@ -104,6 +104,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_REDIS_PUBLISH_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub redis_publish_timeout: Duration,
 
+    /// NATS JetStream mode (`--nats URL[,URL...]` and its options).
+    #[command(flatten)]
+    pub nats: crate::engine::nats::NatsArgs,
+
     /// Token signing/checking secret.
     #[command(flatten)]
     pub keys: KeyArgs,

@@ -21,7 +21,10 @@ use crate::{
     auth::{Access, Authenticator, KeyError, Keys},
     config::ServeArgs,
     conn::{ConnSettings, Connections, HeadTimeouts},
-    engine::{Engine, MemoryEngine, RedisEngine, RedisSettings, RedisStartError},
+    engine::{
+        Engine, MemoryEngine, NatsEngine, NatsStartError, RedisEngine, RedisSettings,
+        RedisStartError, nats::NatsArgsError,
+    },
     http::{AppState, Settings, cors_layer, router},
     limits::{Admission, ConnectionLimiter, SocketLimiter, fit_to_open_files},
     metrics::Metrics,
@@ -64,6 +67,17 @@ pub enum StartError {
     /// Cluster mode (`--redis`) could not start.
     #[error(transparent)]
     Cluster(#[from] RedisStartError),
+    /// NATS mode (`--nats`) could not start.
+    #[error(transparent)]
+    Nats(#[from] NatsStartError),
+    /// The `--nats*` flags do not go together.
+    #[error(transparent)]
+    NatsArgs(#[from] NatsArgsError),
+    /// More than one engine was asked for.
+    #[error(
+        "give only one of --redis (cluster mode on Redis) and --nats (cluster mode on NATS JetStream); without either, the server runs alone in memory"
+    )]
+    SeveralEngines,
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -166,9 +180,15 @@ impl RunningServer {
 
 /// Starts a server for `args` with the engine they ask for.
 pub async fn start(args: ServeArgs) -> Result<RunningServer, StartError> {
-    let engine = match &args.redis {
-        Some(url) => redis_engine(&args, url).await?,
-        None => memory_engine(&args),
+    let nats = args.nats.settings()?;
+    let engine = match (&args.redis, nats) {
+        (Some(_), Some(_)) => return Err(StartError::SeveralEngines),
+        (Some(url), None) => redis_engine(&args, url).await?,
+        (None, Some(mut settings)) => {
+            settings.duplicate_window = args.idempotency_window;
+            Arc::new(NatsEngine::start(settings, hub_config(&args)).await?) as Arc<dyn Engine>
+        }
+        (None, None) => memory_engine(&args),
     };
     start_with_engine(args, engine).await
 }

@@ -19,6 +19,7 @@ pub mod redis;
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
+pub use self::nats::{NatsEngine, NatsStartError};
 pub use self::redis::{RedisEngine, RedisSettings, RedisStartError};
 use bytes::Bytes;
 pub use memory::MemoryEngine;

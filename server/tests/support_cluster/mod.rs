@@ -205,10 +205,17 @@ impl Instance {
     /// Starts the binary on port 0 against `redis_url` and `key`, with
     /// extra flags; waits for its `listening on` line.
     pub fn start(redis_url: &str, key: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--redis", redis_url, "--redis-stream-key", key];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// Starts the binary on port 0 with `args` (the engine's flags and
+    /// more); waits for its `listening on` line.
+    pub fn spawn(args: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--redis", redis_url])
-            .args(["--redis-stream-key", key, "--jwt-secret", SECRET])
-            .args(extra)
+            .args(["--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -20,7 +20,9 @@
 //!   with direct gets; the head also tells whether the stream has quorum.
 
 mod args;
+mod engine;
 mod entry;
+mod follow;
 mod health;
 mod kv;
 mod live;
@@ -28,6 +30,7 @@ mod stream;
 mod subject;
 
 pub use args::{NatsArgs, NatsArgsError};
+pub use engine::NatsEngine;
 pub use entry::{Publication, StreamEntry};
 pub use health::{NatsHealth, run_probe};
 pub use kv::open_bucket;

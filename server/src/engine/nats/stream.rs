@@ -45,6 +45,8 @@ pub struct StreamHead {
     pub replicas: usize,
     /// Replicas current with the leader (the leader counts).
     pub current: usize,
+    /// The stream's creation time (ns since the Unix epoch): its epoch.
+    pub created_ns: u64,
 }
 
 impl StreamHead {
@@ -398,6 +400,7 @@ impl Stream {
             leader,
             replicas,
             current,
+            created_ns: u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0),
         })
     }
 }

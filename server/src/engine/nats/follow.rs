@@ -1,0 +1,501 @@
+//! The instance's follower of the stream: one task that owns the live core
+//! subscriptions (by interest), merges what they receive in stream order,
+//! repairs broken per-subject chains with direct gets, rescans after a
+//! reconnect, a slow-consumer drop or a leader change, and feeds the hub.
+//!
+//! Ordering: async-nats hands each subscription's messages to its own
+//! channel, in the order they came off the wire (the stream leader
+//! republishes in sequence order). Whenever one channel yields, every
+//! channel is drained again until a full pass finds nothing: anything
+//! received before the newest message taken is then in the batch, which is
+//! sorted by sequence before it is fed. So overlapping or separate
+//! subscriptions never reorder messages.
+
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use futures_core::Stream as _;
+use tidings_core::{
+    broker::SubscriptionId,
+    hub::LogEntry,
+    log::{Chain, LogState, Resync},
+    message::{ConnectionId, Epoch, EventType, MessageId, Outgoing},
+    topic::{Pattern, Topic},
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    ConnectionEvent, NatsHealth, Stream, StreamEntry, entry::from_republished, minimal_cover,
+};
+use crate::engine::{Hub, clock};
+
+/// Live messages held while a rescan is pending, at most (beyond it the
+/// instance declares what it could not deliver lost, with `tidings.gap`).
+const MAX_HELD: usize = 100_000;
+/// Most messages one rescan fetches; beyond it, `tidings.gap`.
+const MAX_RESCAN: usize = 10_000;
+/// How long an interest asked for by a stream being opened is kept before
+/// the stream registers.
+const RESERVATION: Duration = Duration::from_secs(30);
+/// How often closed streams are looked for and unneeded subscriptions
+/// dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// What the engine asks of its follower.
+pub(super) enum Control {
+    /// Subscribe to what `patterns` need (answered once the server has the
+    /// subscriptions).
+    Want {
+        patterns: Vec<Pattern>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A stream opened with these patterns; its interest lasts as long as
+    /// the hub holds `id`.
+    Opened {
+        id: SubscriptionId,
+        patterns: Vec<Pattern>,
+    },
+}
+
+pub(super) struct Follower {
+    pub hub: Arc<Hub>,
+    pub stream: Stream,
+    /// The stream's creation time: the log's epoch (shared with the engine).
+    pub epoch: Arc<AtomicU64>,
+    pub health: Arc<NatsHealth>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+    pub events: mpsc::UnboundedReceiver<ConnectionEvent>,
+    /// The live subscription of each pattern of the cover.
+    pub subscribers: HashMap<Pattern, async_nats::Subscriber>,
+    pub streams: Vec<(SubscriptionId, Vec<Pattern>)>,
+    pub reservations: Vec<(Instant, Vec<Pattern>)>,
+    /// Live entries received while a rescan is pending.
+    pub held: Vec<StreamEntry>,
+    /// Disconnected: hold live entries until reconnected and rescanned.
+    pub disconnected: bool,
+    pub rescan: bool,
+}
+
+impl Follower {
+    fn epoch(&self) -> Epoch {
+        Epoch::from_random(self.epoch.load(Relaxed))
+    }
+
+    /// A stream deleted and created again restarts its sequences: it is a
+    /// new epoch, and every stream here is told.
+    async fn check_epoch(&mut self) {
+        let ticket = self.hub.resync_ticket();
+        let Ok(head) = self.stream.head().await else {
+            return;
+        };
+        let created = head.created_ns.max(1);
+        if created == self.epoch.load(Relaxed) {
+            return;
+        }
+        self.epoch.store(created, Relaxed);
+        let state = LogState {
+            epoch: Epoch::from_random(created),
+            head: head.last_seq,
+            oldest: (head.last_seq >= head.first_seq && head.first_seq > 0)
+                .then_some(head.first_seq),
+        };
+        let _ = self.hub.resync(state, ticket, clock::now_us());
+        self.held.clear();
+        tracing::warn!(
+            epoch = %Epoch::from_random(created),
+            "the JetStream stream was created again (sequences restart): this instance's streams were told with tidings.gap"
+        );
+    }
+
+    pub(super) async fn run(mut self, stop: CancellationToken) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(Duration::from_millis(500));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let health = self.health.clone();
+        loop {
+            let leader_changed = health.leader_changed.notified();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                control = self.control.recv() => match control {
+                    Some(control) => self.handle(control).await,
+                    None => return,
+                },
+                event = self.events.recv() => match event {
+                    Some(ConnectionEvent::Disconnected) => {
+                        tracing::warn!("lost the NATS connection; live delivery waits for the reconnect and a rescan");
+                        self.disconnected = true;
+                        self.rescan = true;
+                    }
+                    Some(ConnectionEvent::Reconnected) => {
+                        self.disconnected = false;
+                        self.rescan = true;
+                        self.try_rescan().await;
+                    }
+                    Some(ConnectionEvent::Lagged) => {
+                        tracing::warn!("the NATS client dropped live messages (slow consumer); rescanning");
+                        self.rescan = true;
+                        self.try_rescan().await;
+                    }
+                    None => return,
+                },
+                _ = leader_changed => {
+                    tracing::info!("the stream leader changed; rescanning for messages its predecessor stored but did not republish");
+                    self.rescan = true;
+                    self.try_rescan().await;
+                }
+                batch = next_batch(&mut self.subscribers) => {
+                    let entries = self.parse(batch);
+                    if self.rescan || self.disconnected {
+                        self.hold(entries);
+                    } else {
+                        self.deliver(entries).await;
+                    }
+                }
+                _ = retry.tick(), if self.rescan && !self.disconnected => self.try_rescan().await,
+                _ = sweep.tick() => {
+                    self.check_epoch().await;
+                    self.sweep().await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, control: Control) {
+        match control {
+            Control::Want { patterns, reply } => {
+                self.reservations.push((Instant::now(), patterns.clone()));
+                let result = self.subscribe_missing(&patterns).await;
+                let _ = reply.send(result);
+            }
+            Control::Opened { id, patterns } => {
+                // Its reservation has served.
+                if let Some(at) = self.reservations.iter().position(|(_, p)| *p == patterns) {
+                    self.reservations.remove(at);
+                }
+                self.streams.push((id, patterns));
+            }
+        }
+    }
+
+    /// Subscribes to the patterns of `wanted` that no subscription covers
+    /// yet, and waits until the server has them.
+    async fn subscribe_missing(&mut self, wanted: &[Pattern]) -> Result<(), String> {
+        let missing: Vec<Pattern> = minimal_cover(wanted)
+            .into_iter()
+            .filter(|p| !self.subscribers.keys().any(|s| s.covers(p)))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.stream.client().clone();
+        for pattern in missing {
+            let subject = self.stream.subjects().live_filter(&pattern);
+            let subscriber = client.subscribe(subject).await.map_err(|e| e.to_string())?;
+            self.subscribers.insert(pattern, subscriber);
+        }
+        tokio::time::timeout(Duration::from_secs(5), client.flush())
+            .await
+            .map_err(|_| "NATS did not confirm the subscription within 5 s".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Drops what closed streams needed and no open one does.
+    async fn sweep(&mut self) {
+        {
+            let broker = self.hub.broker().lock();
+            self.streams.retain(|(id, _)| broker.contains(*id));
+        }
+        self.reservations
+            .retain(|(at, _)| at.elapsed() < RESERVATION);
+        let wanted: Vec<Pattern> = self
+            .streams
+            .iter()
+            .flat_map(|(_, p)| p.iter().cloned())
+            .chain(
+                self.reservations
+                    .iter()
+                    .flat_map(|(_, p)| p.iter().cloned()),
+            )
+            .collect();
+        let cover = minimal_cover(&wanted);
+        // Subscribe first what the cover needs and nothing covers (a
+        // broader pattern about to go), then drop the rest.
+        if let Err(e) = self.subscribe_missing(&cover).await {
+            tracing::warn!(error = %e, "cannot adjust the live subscriptions");
+            return;
+        }
+        let before = self.subscribers.len();
+        self.subscribers.retain(|p, _| cover.contains(p));
+        if self.subscribers.len() < before {
+            let followed: Vec<Pattern> = self.subscribers.keys().cloned().collect();
+            self.hub
+                .forget_chains(|topic| followed.iter().any(|p| p.matches(topic)));
+        }
+    }
+
+    fn parse(&self, batch: Vec<async_nats::Message>) -> Vec<StreamEntry> {
+        let subjects = self.stream.subjects();
+        let mut entries: Vec<StreamEntry> = batch
+            .into_iter()
+            .filter_map(|msg| {
+                let entry =
+                    from_republished(subjects, &msg.subject, msg.headers.as_ref(), msg.payload);
+                if entry.is_none() {
+                    tracing::warn!(subject = %msg.subject, "skipping a republished message Tidings cannot read");
+                }
+                entry
+            })
+            .collect();
+        self.health
+            .received
+            .fetch_add(entries.len() as u64, Relaxed);
+        if let Some(newest) = entries.iter().map(|e| e.seq).max() {
+            self.health.received_seq.fetch_max(newest, Relaxed);
+        }
+        entries.sort_by_key(|e| e.seq);
+        entries.dedup_by_key(|e| e.seq);
+        entries
+    }
+
+    fn hold(&mut self, entries: Vec<StreamEntry>) {
+        self.held.extend(entries);
+        if self.held.len() > MAX_HELD {
+            // Too much to hold while NATS cannot be read: declare it lost.
+            let through = self.held.iter().map(|e| e.seq).max().unwrap_or(0);
+            self.held.clear();
+            self.declare_lost(through);
+        }
+    }
+
+    /// Entries after this instance's position up to `through` cannot be
+    /// delivered: every stream behind it is told `tidings.gap`.
+    fn declare_lost(&self, through: u64) {
+        // Only `oldest` matters here: entries before it are gone to us. (The
+        // head is not known, and must not read as a log that went back.)
+        let state = LogState {
+            epoch: self.epoch(),
+            head: u64::MAX,
+            oldest: Some(through + 1),
+        };
+        let ticket = self.hub.resync_ticket();
+        if let Resync::Lost { through } = self.hub.resync(state, ticket, clock::now_us()) {
+            tracing::warn!(
+                through,
+                "live messages could not be read back from the stream; this instance's streams were told with tidings.gap"
+            );
+        }
+    }
+
+    async fn try_rescan(&mut self) {
+        if !self.rescan || self.disconnected {
+            return;
+        }
+        match self.rescan_once().await {
+            Ok(()) => self.rescan = false,
+            Err(e) => tracing::debug!(error = %e, "rescan failed; retrying"),
+        }
+    }
+
+    /// Reads from the stream what live delivery may have missed since this
+    /// instance's position, merges it with the live entries held meanwhile
+    /// and feeds everything in order.
+    async fn rescan_once(&mut self) -> Result<(), String> {
+        let after = self.hub.position().seq;
+        let head = self.stream.head().await?;
+        let cover: Vec<Pattern> = self.subscribers.keys().cloned().collect();
+        let found = self
+            .stream
+            .replay(&cover, after, head.last_seq, MAX_RESCAN)
+            .await?;
+        if found.truncated {
+            self.declare_lost(head.last_seq);
+            self.held.retain(|e| e.seq > head.last_seq);
+        } else if !found.entries.is_empty() {
+            self.health
+                .refetches
+                .fetch_add(found.entries.len() as u64, Relaxed);
+        }
+        let mut merged = std::mem::take(&mut self.held);
+        let live: HashSet<u64> = merged.iter().map(|e| e.seq).collect();
+        let fetched: Vec<StreamEntry> = if found.truncated {
+            Vec::new()
+        } else {
+            found
+                .entries
+                .into_iter()
+                .filter(|e| !live.contains(&e.seq))
+                .collect()
+        };
+        merged.extend(fetched);
+        merged.sort_by_key(|e| e.seq);
+        // Fetched entries carry no previous sequence: on each topic, the
+        // first one after this instance's position starts its chain again
+        // (the scan covered everything after it), later ones follow it.
+        let mut last_on: HashMap<Topic, u64> = HashMap::new();
+        let mut restart: HashSet<Topic> = HashSet::new();
+        for entry in &mut merged {
+            match (entry.prev, last_on.get(&entry.topic)) {
+                (None, Some(&previous)) => entry.prev = Some(previous),
+                (None, None) => {
+                    restart.insert(entry.topic.clone());
+                    entry.prev = Some(0);
+                }
+                _ => {}
+            }
+            last_on.insert(entry.topic.clone(), entry.seq);
+        }
+        if !restart.is_empty() {
+            self.hub.forget_chains(|t| !restart.contains(t));
+        }
+        self.deliver(merged).await;
+        Ok(())
+    }
+
+    /// Feeds entries (in stream order) into the hub, repairing broken
+    /// per-subject chains with direct gets.
+    async fn deliver(&self, entries: Vec<StreamEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let messages: Vec<Outgoing> = entries.iter().map(outgoing).collect();
+        let mut start = 0;
+        while start < entries.len() {
+            let log_entries: Vec<LogEntry<'_>> = entries[start..]
+                .iter()
+                .zip(&messages[start..])
+                .map(|(e, m)| self.log_entry(e, m))
+                .collect();
+            let fed = self.hub.feed(&log_entries, clock::now_us());
+            if fed.gaps > 0 {
+                tracing::warn!("this instance's streams were told tidings.gap");
+            }
+            let Some((index, after, prev)) = fed.missing else {
+                return;
+            };
+            let at = start + index;
+            self.repair(&entries[at].topic, after, prev).await;
+            start = at;
+        }
+    }
+
+    fn log_entry<'a>(&self, entry: &'a StreamEntry, message: &'a Outgoing) -> LogEntry<'a> {
+        LogEntry {
+            id: MessageId::new(self.epoch(), entry.seq),
+            chain: Chain::Topic {
+                topic: &entry.topic,
+                // Unknown: the hub asks for what may be missing before it.
+                prev: entry.prev.unwrap_or(entry.seq.saturating_sub(1)),
+            },
+            message,
+            published_us: clock::from_unix_micros(entry.accepted_us),
+        }
+    }
+
+    /// Fetches `topic`'s entries `after + 1 ..= prev` and feeds them; when
+    /// the stream no longer has them all, or later messages were delivered
+    /// already, its streams are told `tidings.gap`.
+    async fn repair(&self, topic: &Topic, after: u64, prev: u64) {
+        let filter = self.stream.subjects().stored(topic);
+        let mut fetched = Vec::new();
+        let mut from = after + 1;
+        let complete = loop {
+            match self.stream.next_matching(&filter, from).await {
+                Ok(Some(entry)) if entry.seq <= prev => {
+                    from = entry.seq + 1;
+                    fetched.push(entry);
+                }
+                Ok(_) => break fetched.last().is_some_and(|e| e.seq == prev),
+                Err(e) => {
+                    tracing::warn!(error = %e, %topic, "cannot fetch missed messages from the stream");
+                    break false;
+                }
+            }
+        };
+        let trimmed = match self.stream.head().await {
+            Ok(head) => head.first_seq > after + 1,
+            Err(_) => true,
+        };
+        let position = self.hub.position().seq;
+        let in_order = fetched.first().is_some_and(|e| e.seq > position);
+        if complete && !trimmed && in_order {
+            self.health
+                .refetches
+                .fetch_add(fetched.len() as u64, Relaxed);
+            let mut previous = after;
+            for entry in &mut fetched {
+                entry.prev = Some(previous);
+                previous = entry.seq;
+            }
+            let messages: Vec<Outgoing> = fetched.iter().map(outgoing).collect();
+            let log_entries: Vec<LogEntry<'_>> = fetched
+                .iter()
+                .zip(&messages)
+                .map(|(e, m)| self.log_entry(e, m))
+                .collect();
+            let _ = self.hub.feed(&log_entries, clock::now_us());
+        } else {
+            tracing::warn!(
+                %topic, after, prev, complete, trimmed, in_order,
+                "messages of a topic were missed live and cannot be delivered in order; its streams were told tidings.gap"
+            );
+            self.hub.give_up(topic, prev, clock::now_us());
+        }
+    }
+}
+
+/// The message of a stream entry (type and exclusion read leniently).
+pub(super) fn outgoing(entry: &StreamEntry) -> Outgoing {
+    let event_type = EventType::new(&entry.event_type).unwrap_or(EventType::MESSAGE);
+    let mut message = Outgoing::new(
+        entry.topic.clone(),
+        event_type,
+        String::from_utf8_lossy(&entry.data).into_owned(),
+    );
+    message.exclude = entry
+        .exclude
+        .as_deref()
+        .and_then(|c| c.parse::<ConnectionId>().ok());
+    message
+}
+
+/// Waits until a subscription has a message, then takes everything every
+/// subscription has until a full pass finds nothing more.
+async fn next_batch(
+    subscribers: &mut HashMap<Pattern, async_nats::Subscriber>,
+) -> Vec<async_nats::Message> {
+    // No coop budget: a spurious "pending" would break the ordering proof.
+    tokio::task::unconstrained(std::future::poll_fn(|cx| poll_batch(subscribers, cx))).await
+}
+
+fn poll_batch(
+    subscribers: &mut HashMap<Pattern, async_nats::Subscriber>,
+    cx: &mut Context<'_>,
+) -> Poll<Vec<async_nats::Message>> {
+    let mut batch = Vec::new();
+    loop {
+        let before = batch.len();
+        for subscriber in subscribers.values_mut() {
+            while let Poll::Ready(Some(msg)) = Pin::new(&mut *subscriber).poll_next(cx) {
+                batch.push(msg);
+            }
+        }
+        if batch.len() == before {
+            break;
+        }
+    }
+    if batch.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready(batch)
+    }
+}

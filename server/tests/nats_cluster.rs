@@ -1,0 +1,406 @@
+//! NATS mode over real HTTP: two `tidings-server` processes on a private
+//! 3-node JetStream cluster (real `nats-server`, never a mock).
+// Both helper modules bring the shared wait helpers along.
+#![allow(clippy::duplicate_mod)]
+
+mod support_cluster;
+mod support_nats;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support_cluster::{Instance, SseStream, patiently};
+use support_nats::{NatsCluster, unique_name};
+
+async fn cluster() -> NatsCluster {
+    tokio::task::spawn_blocking(NatsCluster::start)
+        .await
+        .unwrap()
+}
+
+/// An instance in NATS mode on `urls`, with its own stream and prefix.
+fn instance(urls: &str, stream: &str) -> Instance {
+    Instance::spawn(&[
+        "--nats",
+        urls,
+        "--nats-stream",
+        stream,
+        "--nats-subject-prefix",
+        &stream.to_lowercase(),
+    ])
+}
+
+async fn publish_keyed(
+    instance: &Instance,
+    topic: &str,
+    data: Value,
+    key: &str,
+) -> (StatusCode, Value) {
+    let response = instance
+        .http
+        .post(instance.url("/publish"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(json!({"topic": topic, "data": data}).to_string())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, Value::String(e.to_string())),
+    }
+}
+
+/// The events of `stream` until `n` messages came (gaps count as messages
+/// and fail the caller's comparison).
+async fn messages(stream: &mut SseStream, n: usize) -> Vec<Msg> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let e = stream.event().await;
+        got.push((e.last_event_id, e.event_type, e.data));
+    }
+    got
+}
+
+/// An event: id, type, data.
+type Msg = (String, String, String);
+/// A subscriber: its instance, its topics, its stream, what it received.
+type Sub<'a> = (&'a str, &'a [&'a str], SseStream, Vec<Msg>);
+
+fn seq(id: &str) -> u64 {
+    id.rsplit_once('-').unwrap().1.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_messages_by_interest_and_resume_across_each_other() {
+    let nats = cluster().await;
+    let name = unique_name("S").to_uppercase();
+    let a = instance(&nats.urls(), &name);
+    let b = instance(&nats.urls(), &name);
+    assert_eq!(a.health().await, StatusCode::OK);
+
+    let mut on_a = a.subscribe(&["demo:room:*"], None).await;
+    on_a.connected().await;
+    let mut on_b = b.subscribe(&["demo:room:1", "demo:other:>"], None).await;
+    on_b.connected().await;
+
+    // Published on either instance, in order, same ids everywhere.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        ids.push(via.publish("demo:room:1", json!(i)).await);
+    }
+    let other = a.publish("demo:other:x:y", json!("o")).await;
+    let room2 = b.publish("demo:room:2", json!("r2")).await;
+    assert!(ids.windows(2).all(|w| seq(&w[0]) < seq(&w[1])), "{ids:?}");
+    let got_a: Vec<String> = messages(&mut on_a, 7)
+        .await
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    let mut expected_a = ids.clone();
+    expected_a.push(room2.clone());
+    assert_eq!(got_a, expected_a);
+    let got_b: Vec<String> = messages(&mut on_b, 7)
+        .await
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    let mut expected_b = ids.clone();
+    expected_b.push(other.clone());
+    assert_eq!(got_b, expected_b);
+
+    // A client of A resumes on B, which never had interest in demo:room:2:
+    // replayed from the stream, then live, no gap, no duplicate.
+    let resume_from = ids[2].clone();
+    let later: Vec<String> = vec![
+        a.publish("demo:room:2", json!("x1")).await,
+        b.publish("demo:room:1", json!("x2")).await,
+    ];
+    let mut resumed = b.subscribe(&["demo:room:*"], Some(&resume_from)).await;
+    resumed.connected().await;
+    let live = a.publish("demo:room:2", json!("x3")).await;
+    let mut expected: Vec<String> = ids[3..].to_vec();
+    expected.push(room2);
+    expected.extend(later);
+    expected.push(live.clone());
+    let got: Vec<Msg> = messages(&mut resumed, expected.len()).await;
+    assert!(got.iter().all(|m| m.1 != "tidings.gap"), "{got:?}");
+    assert_eq!(got.into_iter().map(|m| m.0).collect::<Vec<_>>(), expected);
+
+    // Idempotency across instances; a reused key for other data is 409.
+    let (status, first) = publish_keyed(&a, "demo:room:9", json!("k"), "key-1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, again) = publish_keyed(&b, "demo:room:9", json!("k"), "key-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(first["id"], again["id"]);
+    let (status, reused) = publish_keyed(&b, "demo:room:9", json!("other"), "key-1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reused}");
+    // The same key on another topic is another message.
+    let (status, elsewhere) = publish_keyed(&b, "demo:room:8", json!("k"), "key-1").await;
+    assert_eq!(status, StatusCode::OK, "{elsewhere}");
+    assert_ne!(elsewhere["id"], first["id"]);
+
+    // An id of another epoch: tidings.gap, then what the stream retains.
+    let mut foreign = a.subscribe(&["demo:other:>"], Some("1-5")).await;
+    foreign.connected().await;
+    let gap = foreign.event().await;
+    assert_eq!(gap.event_type, "tidings.gap");
+    assert_eq!(foreign.event().await.last_event_id, other);
+    // A resume id ahead of the stream: gap, then live.
+    let future = format!("{}-{}", live.rsplit_once('-').unwrap().0, seq(&live) + 1000);
+    let mut ahead = b.subscribe(&["demo:room:*"], Some(&future)).await;
+    ahead.connected().await;
+    assert_eq!(ahead.event().await.event_type, "tidings.gap");
+    let next = a.publish("demo:room:3", json!("after")).await;
+    assert_eq!(ahead.event().await.last_event_id, next);
+
+    assert!(a.metric("tidings_nats_acks_total").await >= 1.0);
+    drop(nats);
+}
+
+#[test]
+fn only_one_engine_and_a_clear_error_without_nats() {
+    let output = std::process::Command::new(support_cluster::BIN)
+        .args(["--listen", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1"])
+        .args(["--nats", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("only one of --redis"), "{text}");
+    let port = support_nats::cluster::free_port();
+    let output = std::process::Command::new(support_cluster::BIN)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--nats", &format!("nats://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("cannot reach NATS"), "{text}");
+}
+
+/// Waits for a successful publish (after an outage), retrying with the
+/// same key.
+async fn publish_until_taken(
+    instances: &[&Instance],
+    topic: &str,
+    data: Value,
+    key: &str,
+) -> String {
+    patiently("a publish taken by the stream", async {
+        let mut i = 0;
+        loop {
+            let (status, answer) =
+                publish_keyed(instances[i % instances.len()], topic, data.clone(), key).await;
+            if status == StatusCode::OK {
+                return answer["id"].as_str().unwrap().to_owned();
+            }
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_a_nats_node_and_an_instance_die_mid_stream_then_quorum_is_lost_and_comes_back() {
+    let mut nats = cluster().await;
+    let name = unique_name("C").to_uppercase();
+    let mut a = instance(&nats.urls(), &name);
+    let b = instance(&nats.urls(), &name);
+
+    // Subscribers spread over both instances and over patterns.
+    const TOPICS: [&str; 3] = ["demo:chaos:0", "demo:chaos:1", "demo:chaos:2"];
+    let plans: [(&str, &[&str]); 4] = [
+        ("a", &["demo:chaos:*"]),
+        ("a", &["demo:chaos:1"]),
+        ("b", &["demo:chaos:>"]),
+        ("b", &["demo:chaos:2", "demo:chaos:0"]),
+    ];
+    let mut subs: Vec<Sub<'_>> = Vec::new();
+    for (at, topics) in plans {
+        let mut s = if at == "a" { &a } else { &b }
+            .subscribe(topics, None)
+            .await;
+        s.connected().await;
+        subs.push((at, topics, s, Vec::new()));
+    }
+
+    // A publisher alternates between the instances and retries a 503 with
+    // the same key (on either instance) until it is taken.
+    const TOTAL: usize = 240;
+    let publisher = {
+        let (a_base, b_base) = (a.base.clone(), b.base.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut acked = Vec::with_capacity(TOTAL);
+            for i in 0..TOTAL {
+                let topic = TOPICS[i % 3];
+                let key = format!("chaos-{i}");
+                let mut attempt = 0;
+                let id = loop {
+                    let base = if (i + attempt) % 2 == 0 {
+                        &a_base
+                    } else {
+                        &b_base
+                    };
+                    let sent = http
+                        .post(format!("{base}/publish"))
+                        .header("content-type", "application/json")
+                        .header("idempotency-key", &key)
+                        .body(json!({"topic": topic, "data": i}).to_string())
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        if response.status() == StatusCode::OK {
+                            let answer: Value =
+                                serde_json::from_str(&response.text().await.unwrap()).unwrap();
+                            break answer["id"].as_str().unwrap().to_owned();
+                        }
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                acked.push((topic, i, id));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            acked
+        })
+    };
+
+    // Mid-stream: kill -9 the stream's leader node.
+    read_some(&mut subs, 20).await;
+    let leader = nats.stream_leader(&name).expect("a stream leader");
+    let leader = nats.index_of(&leader);
+    nats.kill(leader);
+    read_some(&mut subs, 40).await;
+    // Then kill -9 instance A: its subscribers resume on B.
+    a.kill();
+    for (at, topics, stream, got) in &mut subs {
+        if *at != "a" {
+            continue;
+        }
+        while let Some(e) = stream.next_event().await {
+            got.push((e.last_event_id, e.event_type, e.data));
+        }
+        let last = got.last().map(|m| m.0.clone());
+        let mut resumed = b.subscribe(topics, last.as_deref()).await;
+        resumed.connected().await;
+        *stream = resumed;
+        *at = "b";
+    }
+    nats.restart(leader);
+    let acked = patiently("the publisher", publisher).await.unwrap();
+
+    let expectations: Vec<Vec<(String, String)>> = subs
+        .iter()
+        .map(|(_, topics, ..)| {
+            acked
+                .iter()
+                .filter(|(t, ..)| matches(topics, t))
+                .map(|(_, i, id)| (id.clone(), i.to_string()))
+                .collect()
+        })
+        .collect();
+    for ((_, topics, stream, got), expected) in subs.iter_mut().zip(&expectations) {
+        while got.len() < expected.len() {
+            let e = stream.event().await;
+            got.push((e.last_event_id, e.event_type, e.data));
+        }
+        let seen: Vec<(String, String)> = got
+            .iter()
+            .map(|(id, _, d)| (id.clone(), d.clone()))
+            .collect();
+        assert_eq!(
+            &seen, expected,
+            "subscriber of {topics:?}: every acknowledged message once, in order"
+        );
+    }
+
+    // Quorum lost: two of three nodes stopped. Publishes answer 503 with a
+    // clear message, /healthz says 503.
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            nats.stop(i);
+        }
+    }
+    let (status, answer) = publish_keyed(&b, "demo:chaos:0", json!("outage"), "outage-1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let text = answer["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.contains("message engine"), "{answer}");
+    patiently("/healthz 503 without quorum", async {
+        while b.health().await != StatusCode::SERVICE_UNAVAILABLE {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Quorum back: service resumes; the outage publish, retried with its
+    // key, is delivered once; nothing acknowledged was lost.
+    for i in 0..3 {
+        if i != survivor {
+            nats.restart(i);
+        }
+    }
+    let id = publish_until_taken(&[&b], "demo:chaos:0", json!("outage"), "outage-1").await;
+    let after = publish_until_taken(&[&b], "demo:chaos:0", json!("after"), "after-1").await;
+    patiently("/healthz 200 with quorum back", async {
+        while b.health().await != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    for (_, topics, stream, _) in &mut subs {
+        if !topics
+            .iter()
+            .any(|p| *p != "demo:chaos:1" && *p != "demo:chaos:2")
+        {
+            continue;
+        }
+        let got = messages(stream, 2).await;
+        assert_eq!(
+            got.iter()
+                .map(|m| (m.0.clone(), m.2.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (id.clone(), "\"outage\"".to_owned()),
+                (after.clone(), "\"after\"".to_owned())
+            ],
+            "{topics:?}"
+        );
+    }
+}
+
+/// Whether `patterns` (here: exact topics or `demo:chaos:*`/`demo:chaos:>`)
+/// match `topic`.
+fn matches(patterns: &[&str], topic: &str) -> bool {
+    patterns
+        .iter()
+        .any(|p| p.ends_with('*') || p.ends_with('>') || *p == topic)
+}
+
+/// Reads until the subscribers together have `n` more messages.
+async fn read_some(subs: &mut [Sub<'_>], n: usize) {
+    let mut read = 0;
+    while read < n {
+        for (_, _, stream, got) in subs.iter_mut() {
+            let e = stream.event().await;
+            got.push((e.last_event_id, e.event_type, e.data));
+            read += 1;
+        }
+    }
+}
