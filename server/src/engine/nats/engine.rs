@@ -255,7 +255,14 @@ impl NatsEngine {
             return Ok(None);
         }
         let mut bytes = Vec::new();
-        for entry in &found.entries {
+        // Subjects match by NATS's rules; topics by the core's (a wildcard
+        // first segment does not match the server's `$` topics).
+        let entries: Vec<_> = found
+            .entries
+            .iter()
+            .filter(|e| patterns.iter().any(|p| p.matches(&e.topic)))
+            .collect();
+        for entry in &entries {
             let frame = Frame::message(
                 MessageId::new(self.epoch(), entry.seq),
                 &outgoing(entry),
@@ -263,7 +270,7 @@ impl NatsEngine {
             );
             bytes.extend_from_slice(&frame.bytes);
         }
-        Ok(Some((Bytes::from(bytes), found.entries.len())))
+        Ok(Some((Bytes::from(bytes), entries.len())))
     }
 }
 

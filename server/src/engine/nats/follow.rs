@@ -455,7 +455,7 @@ impl Follower {
 
 /// The message of a stream entry (type and exclusion read leniently).
 pub(super) fn outgoing(entry: &StreamEntry) -> Outgoing {
-    let event_type = EventType::new(&entry.event_type).unwrap_or(EventType::MESSAGE);
+    let event_type = EventType::from_log(&entry.event_type).unwrap_or(EventType::MESSAGE);
     let mut message = Outgoing::new(
         entry.topic.clone(),
         event_type,
