@@ -80,7 +80,11 @@ export async function showInstance(element) {
   const several = instance.of > 1;
   element.textContent = several ? `instance ${instance.n} of ${instance.of} · ${instance.address}` : `server ${instance.address}`;
   element.title = `connected to ${instance.address}` +
-    (instance.engine === "redis" ? `; instances share Redis stream ${instance.streamKey}` : "; in-memory broker");
+    (instance.engine === "redis"
+      ? `; instances share Redis stream ${instance.streamKey}`
+      : instance.engine === "nats"
+        ? `; instances share NATS JetStream stream ${instance.streamKey}`
+        : "; in-memory broker");
   element.dataset.address = instance.address;
   element.dataset.n = instance.n;
   debug.instance = instance;

@@ -34,8 +34,8 @@ use crate::engine::{
 /// How often the probe asks the stream for its leader and replicas.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long opening the stream is retried at start while the cluster
-/// places it (a fresh cluster may not have the room for an R3 stream yet).
-const OPEN_PATIENCE: Duration = Duration::from_secs(15);
+/// elects its JetStream meta leader or finds room for an R3 stream.
+const OPEN_PATIENCE: Duration = Duration::from_secs(20);
 
 /// NATS mode. See [the module docs](super) and `docs/nats.md`.
 ///
@@ -70,8 +70,13 @@ impl NatsEngine {
         let (stream, events) = loop {
             match Stream::open_with_events(&settings).await {
                 Ok(opened) => break opened,
-                Err(NatsStartError::Stream { reason, .. }) if started.elapsed() < OPEN_PATIENCE => {
-                    tracing::debug!(%reason, "the stream cannot be opened yet; retrying");
+                // A cluster just started answers JetStream requests once it
+                // has elected its meta leader, and places an R3 stream once
+                // its peers are known: be patient a moment.
+                Err(e @ (NatsStartError::Stream { .. } | NatsStartError::NoJetStream { .. }))
+                    if started.elapsed() < OPEN_PATIENCE =>
+                {
+                    tracing::info!(error = %e, "the stream cannot be opened yet; retrying");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(e) => return Err(e),
