@@ -15,7 +15,49 @@ export type TidingsEvents = {
   "tidings.gap": { lastEventId: string | null; reason?: string };
   /** The token expired; the client calls `getToken` and resumes by itself. */
   "tidings.expired": unknown;
+  /** A stream subscribed to one of this stream's topics (only with `presence: true`). */
+  "tidings.join": PresenceEvent;
+  /** A stream left one of this stream's topics, or its instance died (only with `presence: true`). */
+  "tidings.leave": PresenceEvent;
 };
+
+/** One stream subscribed to a topic, as `presence()` lists it. Type `info`
+ * with `presence<Info>()` or `PresenceEvent<Info>`. */
+export interface PresenceClient<Info = Record<string, unknown>> {
+  /** The stream's `tidings.connected` id. */
+  connectionId: string;
+  /** The token's `tidings.info` claim (else `{sub}`), or an anonymous client's `presenceInfo`. */
+  info: Info;
+  /** When it subscribed, ms since the Unix epoch. */
+  since: number;
+  /** True when `info` comes from a token the server checked; false for `presenceInfo`. */
+  verified: boolean;
+}
+
+/** Data of `tidings.join` and `tidings.leave`. */
+export interface PresenceEvent<Info = Record<string, unknown>> extends PresenceClient<Info> {
+  /** The topic joined or left. */
+  topic: string;
+}
+
+/** A page of `client.presence(topic)`. */
+export interface Presence<Info = Record<string, unknown>> {
+  topic: string;
+  /** Oldest first, up to the page's limit. */
+  clients: PresenceClient<Info>[];
+  /** Streams subscribed to the topic on every instance. */
+  total: number;
+  /** Pass as `cursor` for the next page; null on the last. */
+  next: string | null;
+}
+
+/** Paging for `client.presence(topic, query)`. */
+export interface PresenceQuery {
+  /** Most clients in the answer (the server caps it, 100 by default). */
+  limit?: number;
+  /** The previous page's `next`. */
+  cursor?: string;
+}
 
 /** Every event type a client of map `M` can listen to: `M`'s and the server's own. */
 export type AllEvents<M extends object> = Omit<M, keyof TidingsEvents> & TidingsEvents;
@@ -79,6 +121,11 @@ export interface ConnectOptions {
   resetAfter?: number;
   /** Resume after an id kept from an earlier page. */
   lastEventId?: string;
+  /** Receive `tidings.join` / `tidings.leave` for this stream's topics (`presence=1`). */
+  presence?: boolean;
+  /** What presence shows about this client when it has no token: a JSON
+   * object of at most 256 bytes once serialised; shown as unverified. */
+  presenceInfo?: Record<string, unknown>;
   /** Share one connection among this origin's tabs asking for the same URL,
    * topics, transport and credentials (Web Locks + BroadcastChannel; falls
    * back to a connection of its own where those or `crypto.subtle` are
@@ -115,6 +162,9 @@ export class Client<M extends object = EventMap> {
   readonly state: State;
   /** The id the client resumes after. */
   readonly lastEventId: string | undefined;
+  /** Who is subscribed to `topic` (exactly, not through a pattern) on every
+   * instance; rejects with a `TidingsError` (`auth` with 401/403). */
+  presence<Info = Record<string, unknown>>(topic: string, query?: PresenceQuery): Promise<Presence<Info>>;
   /** Closes for good: no timer, listener or callback stays behind. */
   close(): void;
   /** Events of the given types (default `message`); ends when the client closes. */

@@ -40,7 +40,7 @@ pub struct JsClient {
 impl JsClient {
     /// Connects to `url` with options `{topics, transport, headers, token,
     /// getToken, withCredentials, initialDelay, maxDelay, resetAfter,
-    /// lastEventId}`.
+    /// lastEventId, presence, presenceInfo}`.
     #[wasm_bindgen(constructor)]
     pub fn new(url: String, options: JsValue) -> Result<JsClient, JsValue> {
         let client = builder(url, &options)?
@@ -118,6 +118,13 @@ impl JsClient {
     #[wasm_bindgen(getter)]
     pub fn state(&self) -> JsValue {
         state_to_js(self.client.state())
+    }
+
+    /// The token in use now (the configured one, or `getToken`'s latest),
+    /// for requests the package makes beside the stream (`presence()`).
+    #[wasm_bindgen(getter)]
+    pub fn token(&self) -> Option<String> {
+        self.client.current_token()
     }
 
     /// The id the client resumes after.
@@ -206,6 +213,20 @@ fn builder(url: String, options: &JsValue) -> Result<ClientBuilder, JsValue> {
     }
     if let Some(id) = get("lastEventId").as_string() {
         builder = builder.last_event_id(id);
+    }
+    if let Some(presence) = get("presence").as_bool() {
+        builder = builder.presence(presence);
+    }
+    let info = get("presenceInfo");
+    if let Some(text) = info.as_string() {
+        builder = builder.presence_info(text);
+    } else if info.is_object() {
+        if let Some(text) = js_sys::JSON::stringify(&info)
+            .ok()
+            .and_then(|t| t.as_string())
+        {
+            builder = builder.presence_info(text);
+        }
     }
     let ms = |name: &str| {
         get(name)

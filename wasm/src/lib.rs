@@ -27,7 +27,10 @@ pub mod js;
 pub mod reconnect;
 mod transport;
 
-pub use client::{Client, ClientBuilder, EventStream, Subscription, TokenHook};
+pub use client::{
+    Client, ClientBuilder, EventStream, Presence, PresenceClient, PresenceEvent, PresenceQuery,
+    Subscription, TokenHook,
+};
 pub use error::Error;
 pub use event::Event;
 pub use reconnect::State;

@@ -2,6 +2,7 @@
 // (web/pkg, built by scripts/build-web.sh). Types: ../index.d.ts.
 import init, { TidingsClient } from "../pkg/tidings_wasm.js";
 import { eventsOf } from "./events.js";
+import { fetchPresence } from "./presence.js";
 
 let ready;
 
@@ -16,7 +17,7 @@ export function initTidings(wasm) {
  * and transport with the same credentials share one connection. */
 export async function connect(url, options = {}) {
   await initTidings(options.wasm);
-  const open = (options) => new Client(new TidingsClient(String(url), options));
+  const open = (options) => new Client(new TidingsClient(String(url), options), url, options);
   if (options.shared) {
     // Loaded only by apps that share: bundlers split it into its own chunk.
     const { SharedClient, canShare } = await import("./shared.js");
@@ -35,9 +36,13 @@ const live = new Set();
 
 export class Client {
   #raw;
+  #url;
+  #options;
 
-  constructor(raw) {
+  constructor(raw, url, options = {}) {
     this.#raw = raw;
+    this.#url = url;
+    this.#options = options;
     live.add(this);
     raw.onState((state) => state.kind === "closed" && live.delete(this));
   }
@@ -67,6 +72,13 @@ export class Client {
 
   get lastEventId() {
     return this.#raw.lastEventId;
+  }
+
+  /** Who is subscribed to `topic` on every instance (`GET /presence`):
+   * `{topic, clients, total, next}`; `{limit, cursor}` page through. */
+  presence(topic, query = {}) {
+    const { headers, withCredentials } = this.#options;
+    return fetchPresence(this.#url, String(topic), query, { token: this.#raw.token, headers, withCredentials });
   }
 
   close() {

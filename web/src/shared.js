@@ -13,6 +13,7 @@
 // another tab's but that the server refuses never hears that tab's events.
 
 import { eventsOf } from "./events.js";
+import { fetchPresence } from "./presence.js";
 
 const RECENT = 256;
 const CONTROL = "tidings.";
@@ -80,6 +81,8 @@ async function groupKey(url, options, token) {
     [].concat(options.topics ?? []).sort(),
     !!options.withCredentials,
     headers,
+    !!options.presence,
+    options.presenceInfo ?? null,
     identity(bearer(options, token)),
   ]);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(material)));
@@ -364,6 +367,12 @@ export class SharedClient {
 
   get lastEventId() {
     return this.#lastEventId;
+  }
+
+  /** Who is subscribed to `topic` (`GET /presence`), asked with this tab's own credentials. */
+  presence(topic, query = {}) {
+    const { headers, withCredentials } = this.#options;
+    return fetchPresence(this.#url, String(topic), query, { token: bearer(this.#options, this.#token), headers, withCredentials });
   }
 
   events(...types) {

@@ -6,10 +6,22 @@
 //!   subscribed through a pattern (`quiz:>`) is not listed under each
 //!   topic it matches: it is a watcher of a namespace, not a member of a
 //!   room, and listing it would make every `/presence` scan every pattern.
-//! - **Entries** live in a [`PresenceStore`]: in memory for one process,
-//!   in the engine for a cluster (Redis, NATS KV). Each instance refreshes
-//!   its own every third of `--presence-ttl`; entries of a killed instance
-//!   expire and the first instance to sweep them tells their leaves.
+//! - **Entries** live in a [`PresenceStore`] that the engine chooses
+//!   ([`Engine::presence_store`](crate::engine::Engine::presence_store)):
+//!   [`MemoryPresence`] for one process, [`RedisPresence`] beside the
+//!   shared stream in cluster mode. Each instance refreshes its own every
+//!   third of `--presence-ttl`; entries of a killed instance expire and the
+//!   first instance to sweep them tells their leaves.
+//! - **NATS mode** (not yet an [`Engine`]): its engine should answer a
+//!   store on a JetStream KV bucket (`engine::nats::kv::open_bucket`, which
+//!   works on NATS 2.9): one key per entry, `<topic>.<connection>` (topic
+//!   `:` mapped to `.` as subjects are), its record as value, a bucket
+//!   `max_age` of the ttl with refreshes as puts, listing by `keys()` with a
+//!   `<topic>.*` filter, and sweeps from the bucket's delete markers (or a
+//!   per-instance heartbeat key) so one instance tells each leave. Its
+//!   entry decoding must read types with `EventType::from_log` so joins and
+//!   leaves survive the log. Until then it would get [`MemoryPresence`]
+//!   (streams of one instance only).
 //! - **Events travel through the engine**, as messages on the topic's
 //!   server-owned twin `$presence:T` (type `tidings.join` or
 //!   `tidings.leave`): ordered with the topic's messages on every

@@ -49,6 +49,8 @@ impl ClientBuilder {
                 token_hook: None,
                 backoff: BackoffConfig::default(),
                 last_event_id: None,
+                presence: false,
+                presence_info: None,
             },
         }
     }
@@ -107,6 +109,22 @@ impl ClientBuilder {
     /// A connection that stayed up this long resets the backoff.
     pub fn reset_backoff_after_ms(mut self, ms: u32) -> Self {
         self.config.backoff.reset_after_ms = ms;
+        self
+    }
+
+    /// Asks for `tidings.join` / `tidings.leave` events (`presence=1`): who
+    /// subscribes to or leaves this stream's topics, on every instance.
+    /// Listen with `on::<PresenceEvent<I>>("tidings.join", ...)`.
+    pub fn presence(mut self, on: bool) -> Self {
+        self.config.presence = on;
+        self
+    }
+
+    /// What presence shows about this client when it has no token: a JSON
+    /// object of at most 256 bytes, e.g. `{"name":"Ann"}`. The server marks
+    /// it unverified; with a token, the token's `tidings.info` is used.
+    pub fn presence_info(mut self, json: impl Into<String>) -> Self {
+        self.config.presence_info = Some(json.into());
         self
     }
 

@@ -38,6 +38,10 @@ pub(super) struct Config {
     pub token_hook: Option<TokenHook>,
     pub backoff: BackoffConfig,
     pub last_event_id: Option<String>,
+    /// `presence=1`: joins and leaves on this stream.
+    pub presence: bool,
+    /// `presenceInfo`: what presence shows without a token.
+    pub presence_info: Option<String>,
 }
 
 pub(super) struct Inner {
@@ -152,6 +156,16 @@ impl Inner {
         drop(removed);
     }
 
+    /// The options the client was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The token in use now (the configured one, or the hook's latest).
+    pub fn current_token(&self) -> Option<String> {
+        self.token.borrow().clone()
+    }
+
     pub fn close(&self) {
         self.session.borrow_mut().close();
         self.stop();
@@ -169,13 +183,21 @@ impl Inner {
             }
             (_, token) => token,
         };
+        let mut url = subscribe_url(
+            &self.config.url,
+            &self.config.topics,
+            session.last_event_id(),
+            query_token,
+        );
+        if self.config.presence {
+            url.push_str("&presence=1");
+        }
+        if let Some(info) = &self.config.presence_info {
+            url.push_str("&presenceInfo=");
+            crate::reconnect::encode_component(&mut url, info);
+        }
         let request = ConnectRequest {
-            url: subscribe_url(
-                &self.config.url,
-                &self.config.topics,
-                session.last_event_id(),
-                query_token,
-            ),
+            url,
             headers,
             with_credentials: self.config.with_credentials,
         };

@@ -21,12 +21,14 @@
 mod builder;
 mod handlers;
 mod inner;
+mod presence;
 mod stream;
 
 use alloc::rc::Rc;
 use serde::de::DeserializeOwned;
 
 pub use builder::{ClientBuilder, TokenHook};
+pub use presence::{Presence, PresenceClient, PresenceEvent, PresenceQuery};
 pub use stream::EventStream;
 
 use crate::error::Error;
@@ -147,6 +149,11 @@ impl Client {
     /// The connection state now.
     pub fn state(&self) -> State {
         self.inner.state()
+    }
+
+    /// The token in use now: the configured one, or the token hook's latest.
+    pub fn current_token(&self) -> Option<alloc::string::String> {
+        self.inner.current_token()
     }
 
     /// The id the client resumes after (keep it to resume after a reload).

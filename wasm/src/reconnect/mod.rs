@@ -4,11 +4,14 @@
 //! every rule is unit-tested on the host with `cargo test -p tidings-wasm`.
 
 mod backoff;
+mod presence_url;
 mod resume;
 mod session;
 mod url;
 
 pub use backoff::{Backoff, BackoffConfig, Jitter};
+pub use presence_url::presence_url;
 pub use resume::{Resume, Verdict};
 pub use session::{AuthReason, Decision, Failure, Session, State};
+pub(crate) use url::encode_component;
 pub use url::subscribe_url;

@@ -38,7 +38,7 @@ pub fn subscribe_url(
 }
 
 /// Percent-encodes like `encodeURIComponent`.
-fn encode_component(out: &mut String, value: &str) {
+pub(crate) fn encode_component(out: &mut String, value: &str) {
     for byte in value.bytes() {
         let keep = byte.is_ascii_alphanumeric()
             || matches!(

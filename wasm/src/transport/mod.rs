@@ -16,7 +16,7 @@ use crate::event::RawEvent;
 use crate::reconnect::Failure;
 
 pub(crate) use event_source::EventSourceConnection;
-pub(crate) use fetch::FetchConnection;
+pub(crate) use fetch::{FetchConnection, global_fetch};
 
 /// Which browser API carries the stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
