@@ -9,11 +9,17 @@
 // The newcomer applies what its own stream brought after that id. Nobody
 // answers in an empty room: after a short wait the newcomer starts it.
 //
-// Players that vanish without a goodbye (a crashed tab, a lost network) are
-// found by their silence: every page sends `alive` now and then, and the
-// host (or the most senior player still heard) declares a silent one gone,
-// which hands hosting over when it was the host. Server-side presence
-// (docs/PROTOCOL.md) will replace the pings and the silence check.
+// Who is really there comes from the server's presence: each page's stream
+// also subscribes to the exact topic `quiz:<room>:here` with `presence: true`
+// and says who it is (`presenceInfo: {id, name}`, unverified: the demo has
+// no accounts). Every page sees the same `tidings.join` / `tidings.leave`
+// events in the same order (they travel through the engine, across
+// instances), and a page that arrives asks `client.presence()` who is
+// there. A player whose last stream left (a closed or crashed tab, a lost
+// network, a killed server instance: the server expires its entries) and
+// that does not come back within a short grace is declared gone by the host
+// (or the most senior player still present), which hands hosting over when
+// it was the host.
 import { connect, debug, logLine, publish, showInstance, tag, trackState } from "./common.js";
 import { QuizRoom } from "./room.js";
 
@@ -25,10 +31,10 @@ const QUESTIONS = [
 ];
 
 const params = new URLSearchParams(location.search);
-/** How long a player may stay silent before the room counts it gone (`?silence=` seconds, for tests). */
-const SILENCE_MS = 1000 * (Number(params.get("silence")) || 90);
-/** How often this page says it is alive: well inside the silence limit, even in a throttled background tab. */
-const ALIVE_MS = Math.min(20_000, SILENCE_MS / 4);
+/** How long a player may have no stream before the room counts it gone: a
+ * reconnect (new stream, then the old one's leave) fits well inside it
+ * (`?grace=` seconds, for tests). */
+const GRACE_MS = 1000 * (Number(params.get("grace")) || 5);
 /** How long a newcomer waits for a snapshot before it takes the room as empty. */
 const EMPTY_ROOM_MS = 2500;
 /** Delay between the snapshot answers of successive players, most senior first. */
@@ -44,13 +50,15 @@ let room = null; // the QuizRoom once known
 let lastApplied = null; // id of the last message applied to `room`
 let request = null; // this page's open request for a snapshot (see `requestSnapshot`)
 let leaving = false;
-const lastSeen = new Map(); // player id -> Date.now() of its last message
+const here = new Map(); // connection id -> player id, from presence
+const goneTimers = new Map(); // player id -> timer of its grace period
+let leftWhileAsking = null; // connections that left while `askWhoIsHere` ran
 const replied = new Set(); // nonces of joins someone already answered
 const replyTimers = new Map(); // nonce -> timer of this page's pending answer
-const declaredGone = new Set(); // players this page already declared gone
 
 const topic = (part) => `quiz:${roomName}:${part}`;
 debug.room = () => room?.toJSON() ?? null;
+debug.present = () => [...new Set(here.values())].sort();
 
 showInstance($("instance"));
 
@@ -78,7 +86,12 @@ $("join-form").addEventListener("submit", async (event) => {
 async function join(name, nameOfRoom, wantsHost) {
   me = { id: Math.random().toString(36).slice(2, 10), name };
   roomName = nameOfRoom;
-  client = await connect("/events", { topics: [`quiz:${roomName}:>`], maxDelay: 5000 });
+  client = await connect("/events", {
+    topics: [`quiz:${roomName}:>`, `quiz:${roomName}:here`],
+    maxDelay: 5000,
+    presence: true,
+    presenceInfo: { id: me.id, name },
+  });
   trackState(client, $("state"));
 
   // The connection id changes on every reconnect; `exclude` needs the current one.
@@ -86,7 +99,8 @@ async function join(name, nameOfRoom, wantsHost) {
     client.on("tidings.connected", (data) => {
       connectionId = debug.connectionId = data.connectionId;
       showInstance($("instance"));
-      resolve();
+      // Who is there now (after a reconnect too: what went on meanwhile).
+      askWhoIsHere().finally(resolve);
     });
     client.onError((error) => {
       if (error.kind === "auth" || error.kind === "config") reject(error);
@@ -95,7 +109,9 @@ async function join(name, nameOfRoom, wantsHost) {
   client.onError((error) => {
     if (error.kind === "decode" || error.kind === "handler") console.error(error);
   });
-  for (const type of ["join", "leave", "host", "question", "finish", "answer", "snapshot", "alive"]) {
+  client.on("tidings.join", (data) => data.topic === topic("here") && arrived(data.connectionId, data.info?.id));
+  client.on("tidings.leave", (data) => data.topic === topic("here") && departed(data.connectionId));
+  for (const type of ["join", "leave", "host", "question", "finish", "answer", "snapshot"]) {
     client.on(type, (data, meta) => receive(type, data, meta));
   }
   client.on("tidings.gap", () => {
@@ -113,8 +129,71 @@ async function join(name, nameOfRoom, wantsHost) {
   render();
   addEventListener("pagehide", leaveOnClose);
   addEventListener("beforeunload", leaveOnClose);
-  setInterval(sayAlive, ALIVE_MS);
-  document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && sayAlive());
+  checkEveryone();
+}
+
+/** Fills `here` from `GET /presence` (all pages of it). Joins and leaves
+ * that arrive while it asks are newer than what it may hear: they win. */
+async function askWhoIsHere() {
+  const before = new Set(here.keys());
+  leftWhileAsking = new Set();
+  const seen = new Map();
+  let cursor;
+  try {
+    do {
+      const page = await client.presence(topic("here"), { limit: 100, cursor });
+      for (const c of page.clients) if (c.info?.id) seen.set(c.connectionId, c.info.id);
+      cursor = page.next ?? undefined;
+    } while (cursor);
+  } catch (error) {
+    console.error("presence", error);
+    leftWhileAsking = null;
+    return;
+  }
+  const left = leftWhileAsking;
+  leftWhileAsking = null;
+  for (const connection of before) if (!seen.has(connection)) departed(connection);
+  for (const [connection, id] of seen) if (!left.has(connection) && !here.has(connection)) arrived(connection, id);
+  checkEveryone();
+}
+
+const isPresent = (id) => [...here.values()].includes(id);
+
+/** A stream of player `id` joined the room. */
+function arrived(connection, id) {
+  if (!id) return;
+  here.set(connection, id);
+  clearTimeout(goneTimers.get(id));
+  goneTimers.delete(id);
+}
+
+/** A stream left (or its server instance died and its entry expired). */
+function departed(connection) {
+  leftWhileAsking?.add(connection);
+  const id = here.get(connection);
+  here.delete(connection);
+  if (id && !isPresent(id)) checkLater(id);
+}
+
+/** Every player of the room without a stream gets its grace period. */
+function checkEveryone() {
+  for (const player of room?.players ?? []) if (!isPresent(player.id)) checkLater(player.id);
+}
+
+/** After the grace, a player still without a stream is declared gone by
+ * the host, else the most senior player present (every page agrees who). */
+function checkLater(id) {
+  if (id === me?.id || goneTimers.has(id)) return;
+  goneTimers.set(
+    id,
+    setTimeout(() => {
+      goneTimers.delete(id);
+      if (!room || leaving || isPresent(id) || !room.roster.has(id)) return;
+      const warden = room.roster.responders(null).find((p) => p !== id && isPresent(p));
+      if (warden !== me.id) return;
+      publish({ topic: topic("players"), type: "leave", data: { id, reason: "connection closed" } }).catch(() => checkLater(id));
+    }, GRACE_MS),
+  );
 }
 
 /**
@@ -132,15 +211,6 @@ async function requestSnapshot({ wantsHost = false, again = false } = {}) {
 
 /** Every room message, in stream order. */
 function receive(type, data, meta) {
-  const from = { join: data.id, host: data.id, alive: data.id, question: data.by, finish: data.by, answer: data.player, snapshot: data.from }[type];
-  if (from) lastSeen.set(from, Date.now());
-  if (type === "join") declaredGone.delete(data.id);
-  if (type === "alive") {
-    // Sent with `exclude`: this page never hears its own.
-    if (data.id === me.id) debug.ownAliveEchoes = (debug.ownAliveEchoes ?? 0) + 1;
-    else debug.alivesHeard = (debug.alivesHeard ?? 0) + 1;
-    return;
-  }
   if (type === "snapshot") return onSnapshot(data);
 
   if (request && !request.echoed && type === "join" && data.nonce === request.nonce) {
@@ -201,7 +271,7 @@ function onSnapshot(data) {
   // this page's join (index 0 of the log), which the snapshot holds too.
   const at = log.findIndex((entry) => entry.id === data.after);
   for (const entry of log.slice(Math.max(at, 0) + 1)) applyAndReact(entry.type, entry.data, entry.id, !entry.shown);
-  for (const id of room.players.map((p) => p.id)) if (!lastSeen.has(id)) lastSeen.set(id, Date.now());
+  checkEveryone();
   if (first && wantsHost && room.host !== me.id) showNote(alreadyHosted());
   if (first) {
     const others = room.players.filter((p) => p.id !== me.id);
@@ -239,23 +309,6 @@ function scheduleReply(joinData) {
   };
   if (rank === 0) send();
   else replyTimers.set(nonce, setTimeout(send, rank * REPLY_STEP_MS));
-}
-
-/** Says this player is alive and checks who went silent. */
-function sayAlive() {
-  if (!room || leaving) return;
-  publish({ topic: topic("alive"), type: "alive", data: { id: me.id }, exclude: connectionId }).catch(() => {});
-  const now = Date.now();
-  const silent = (id) => id !== me.id && now - (lastSeen.get(id) ?? now) > SILENCE_MS;
-  // The host, else the most senior player still heard, declares the silent ones gone.
-  const warden = room.roster.responders(null).find((id) => !silent(id));
-  if (warden !== me.id) return;
-  for (const player of room.players) {
-    if (!silent(player.id) || declaredGone.has(player.id)) continue;
-    declaredGone.add(player.id);
-    const reason = `not heard from for ${Math.round(SILENCE_MS / 1000)} s`;
-    publish({ topic: topic("players"), type: "leave", data: { id: player.id, reason } }).catch(() => declaredGone.delete(player.id));
-  }
 }
 
 /** Tells the room this player left; runs while the tab closes, so `keepalive`. */

@@ -3,11 +3,10 @@
 // the room's messages in stream order, so every page that saw the same
 // messages holds the same roster.
 //
-// Today the roster is fed by the demo's own `join`/`leave` messages and a
-// snapshot from another player. When the server's presence lands
-// (docs/PROTOCOL.md: `GET /presence`, `tidings.join`/`tidings.leave` with
-// `presence=1`), the same `add`/`remove` calls are fed from those instead,
-// and the demo's keep-alive pings and silence checks go away.
+// The roster is fed by the room's own `join`/`leave` messages and a
+// snapshot from another player; who is really connected comes from the
+// server's presence (quiz.js: `presence: true`, `client.presence()`), and a
+// player whose streams are all gone is declared gone with a `leave`.
 
 /** Players in join order (the first is the most senior), plus the host. */
 export class Roster {

@@ -5,7 +5,7 @@ import { newPlayerPage } from "./harness.mjs";
 /**
  * Opens the quiz page at `origin`, fills in the join form and waits until
  * the page knows the room (a snapshot from the room, or none: an empty room).
- * `query`: extra query parameters of the page (e.g. `{silence: 4}`).
+ * `query`: extra query parameters of the page (e.g. `{grace: 2}`).
  */
 export async function joinRoom(browser, origin, { room, name, host = false, query = {} }) {
   const search = new URLSearchParams(query).toString();
