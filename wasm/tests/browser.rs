@@ -14,7 +14,7 @@ use futures::StreamExt;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Object, Promise, Reflect};
 use serde::Deserialize;
-use tidings_wasm::{Client, Error, State, Transport};
+use tidings_wasm::{Client, Error, PresenceEvent, PresenceQuery, State, Transport};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -327,4 +327,75 @@ async fn an_expired_token_goes_through_the_hook_and_the_stream_resumes() {
         ]
     );
     client.close();
+}
+
+#[derive(Debug, Deserialize, PartialEq, Clone)]
+struct Player {
+    name: String,
+}
+
+#[wasm_bindgen_test]
+async fn presence_lists_who_is_there_and_join_leave_handlers_are_typed() {
+    let topic = fresh_topic("demo");
+    let watcher = Client::builder(format!("{}/events", proxy()))
+        .topic(&topic)
+        .presence(true)
+        .presence_info(r#"{"name":"Watcher"}"#)
+        .connect()
+        .unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (on_join, on_leave) = (seen.clone(), seen.clone());
+    let _join = watcher.on::<PresenceEvent<Player>>("tidings.join", move |event| {
+        on_join
+            .borrow_mut()
+            .push(("join", event.data.client.info.name))
+    });
+    let _leave = watcher.on::<PresenceEvent<Player>>("tidings.leave", move |event| {
+        on_leave
+            .borrow_mut()
+            .push(("leave", event.data.client.info.name))
+    });
+    until("open", || watcher.state() == State::Open).await;
+    let ann = Client::builder(format!("{}/events", proxy()))
+        .topic(&topic)
+        .presence_info(r#"{"name":"Ann"}"#)
+        .connect()
+        .unwrap();
+    until("Ann open", || ann.state() == State::Open).await;
+
+    let room = watcher.presence::<Player>(&topic).await.unwrap();
+    assert_eq!(room.topic, topic);
+    assert_eq!(room.total, 2);
+    let names: Vec<String> = room.clients.iter().map(|c| c.info.name.clone()).collect();
+    assert_eq!(names, ["Watcher", "Ann"]);
+    assert!(!room.clients[1].verified);
+    let first = ann
+        .presence_page::<Player>(
+            &topic,
+            &PresenceQuery {
+                limit: Some(1),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.clients.len(), 1);
+    assert!(first.next.is_some());
+
+    ann.close();
+    until("Ann's leave", || seen.borrow().len() >= 3).await;
+    assert_eq!(
+        *seen.borrow(),
+        [
+            ("join", "Watcher".to_owned()),
+            ("join", "Ann".to_owned()),
+            ("leave", "Ann".to_owned())
+        ]
+    );
+    let refused = watcher
+        .presence::<Player>("private:room")
+        .await
+        .unwrap_err();
+    assert_eq!(refused, Error::Auth { status: 401 });
+    watcher.close();
 }
