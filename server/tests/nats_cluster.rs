@@ -404,3 +404,76 @@ async fn read_some(subs: &mut [Sub<'_>], n: usize) {
         }
     }
 }
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    query.finish()
+}
+
+async fn listed(instance: &Instance, topic: &str) -> Vec<String> {
+    let (status, answer) = instance
+        .get_json(&format!("/presence?{}", query(&[("topic", topic)])), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut ids: Vec<String> = answer["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["connectionId"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_lives_in_nats_kv_both_instances_list_both_and_a_killed_ones_leave_is_told() {
+    let nats = cluster().await;
+    let name = unique_name("P").to_uppercase();
+    let flags = |urls: &str| {
+        vec![
+            "--nats".to_owned(),
+            urls.to_owned(),
+            "--nats-stream".to_owned(),
+            name.clone(),
+            "--nats-subject-prefix".to_owned(),
+            name.to_lowercase(),
+            "--presence-ttl".to_owned(),
+            "2s".to_owned(),
+        ]
+    };
+    let args = flags(&nats.urls());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Instance::spawn(&args);
+    let b = Instance::spawn(&args);
+    let mut watcher = b
+        .subscribe_query(&query(&[("topic", "demo:room"), ("presence", "1")]))
+        .await;
+    let watcher_id = watcher.connected().await;
+    let mut victim = a.subscribe_query(&query(&[("topic", "demo:room")])).await;
+    let victim_id = victim.connected().await;
+    let mut joins = Vec::new();
+    while joins.len() < 2 {
+        let event = watcher.event().await;
+        assert_eq!(event.event_type, "tidings.join", "{event:?}");
+        joins.push(serde_json::from_str::<Value>(&event.data).unwrap()["connectionId"].clone());
+    }
+    assert_eq!(joins, [json!(watcher_id), json!(victim_id)]);
+    let mut both = vec![watcher_id.clone(), victim_id.clone()];
+    both.sort();
+    assert_eq!(listed(&a, "demo:room").await, both, "a lists b's stream");
+    assert_eq!(listed(&b, "demo:room").await, both, "b lists a's stream");
+    // Alive longer than the ttl: refreshes keep it listed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(listed(&b, "demo:room").await, both);
+
+    a.kill();
+    let leave = watcher.event().await;
+    assert_eq!(leave.event_type, "tidings.leave", "{leave:?}");
+    let data: Value = serde_json::from_str(&leave.data).unwrap();
+    assert_eq!(data["connectionId"], victim_id.as_str());
+    assert_eq!(listed(&b, "demo:room").await, vec![watcher_id.clone()]);
+    drop(victim);
+}

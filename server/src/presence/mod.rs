@@ -12,17 +12,10 @@
 //!   shared stream in cluster mode. Each instance refreshes its own every
 //!   third of `--presence-ttl`; entries of a killed instance expire and the
 //!   first instance to sweep them tells their leaves.
-//! - **NATS mode** does not have a shared store yet: its engine answers the
-//!   default [`MemoryPresence`], so `/presence` lists the streams of the
-//!   instance asked, and a killed instance's streams get no leave (joins and
-//!   leaves of live instances do cross instances, through JetStream). The
-//!   seam: `NatsEngine` overrides `Engine::presence_store` with a store on a
-//!   KV bucket (`engine::nats::kv::open_bucket`, which works on NATS 2.9):
-//!   one key per entry `<topic>.<connection>` (topic `:` as `.`), its
-//!   record as value, refreshes as puts within a bucket `max_age` of the
-//!   ttl, listing by `keys()` filtered on `<topic>.*`, and sweeps that
-//!   claim an expired entry with a revision-checked delete so that one
-//!   instance tells each leave.
+//! - **NATS mode** keeps entries in a NATS KV bucket beside the stream
+//!   (`engine::nats::NatsPresence`): one key per entry
+//!   `<hex(topic)>.<connection>`, refreshed and swept with revision-checked
+//!   writes and deletes, so that one instance tells each leave.
 //! - **Events travel through the engine**, as messages on the topic's
 //!   server-owned twin `$presence:T` (type `tidings.join` or
 //!   `tidings.leave`): ordered with the topic's messages on every

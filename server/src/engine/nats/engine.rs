@@ -23,7 +23,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    NatsHealth, NatsPublishError, NatsSettings, NatsStartError, Publication, Stream,
+    NatsHealth, NatsPresence, NatsPublishError, NatsSettings, NatsStartError, Publication, Stream,
     follow::{Control, Follower, outgoing},
     run_probe,
 };
@@ -61,6 +61,8 @@ pub struct NatsEngine {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Most messages replayed to one stream (its queue's bound).
     replay_limit: usize,
+    /// Presence entries of every instance, in NATS KV.
+    presence: Arc<NatsPresence>,
 }
 
 impl NatsEngine {
@@ -92,6 +94,13 @@ impl NatsEngine {
                 reason,
             })?
             .last_seq;
+        let replicas = stream.head().await.map_or(1, |h| h.replicas);
+        let presence = NatsPresence::open(&stream, replicas)
+            .await
+            .map_err(|reason| NatsStartError::Stream {
+                stream: settings.stream.clone(),
+                reason: format!("presence bucket: {reason}"),
+            })?;
         let hub = Arc::new(Hub::new(config, epoch, floor));
         let health = Arc::new(NatsHealth::default());
         let stop = CancellationToken::new();
@@ -136,6 +145,7 @@ impl NatsEngine {
             stop,
             tasks: std::sync::Mutex::new(tasks),
             replay_limit,
+            presence: Arc::new(presence),
         })
     }
 
@@ -280,6 +290,10 @@ impl NatsEngine {
 }
 
 impl Engine for NatsEngine {
+    fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
+        self.presence.clone()
+    }
+
     fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }

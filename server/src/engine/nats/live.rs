@@ -31,7 +31,7 @@ pub enum LiveEvent {
     Subscribed(Pattern),
 }
 
-/// The instance's live subscriptions. See the [module docs](self).
+/// The instance's live subscriptions (see `engine/nats/live.rs`).
 #[derive(Debug)]
 pub struct Live {
     client: async_nats::Client,

@@ -26,6 +26,7 @@ mod follow;
 mod health;
 mod kv;
 mod live;
+mod presence;
 mod stream;
 mod subject;
 
@@ -35,6 +36,7 @@ pub use entry::{Publication, StreamEntry};
 pub use health::{NatsHealth, run_probe};
 pub use kv::open_bucket;
 pub use live::{Live, LiveEvent, minimal_cover};
+pub use presence::NatsPresence;
 pub use stream::{ConnectionEvent, NatsPublishError, Published, Replay, Stream, StreamHead};
 pub use subject::{BadPrefix, Subjects};
 
