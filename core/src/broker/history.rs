@@ -1,7 +1,7 @@
 //! Retained messages for replay: per topic, bounded per topic and in total.
 
 use alloc::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BinaryHeap, VecDeque},
     vec::Vec,
 };
 
@@ -66,6 +66,8 @@ pub(super) struct Replay<M> {
     /// Set when messages after the resume point were evicted or lost: the
     /// newest such sequence number (where continuity holds again).
     pub gap_through: Option<u64>,
+    /// Set when older matching messages were left out to fit the bounds.
+    pub cut: bool,
 }
 
 impl<M> History<M> {
@@ -173,18 +175,33 @@ impl<M> History<M> {
         self.forgotten_through = None;
     }
 
-    /// Messages after `after` on topics matched by `patterns`, oldest first
-    /// and without duplicates, and whether some such message was evicted.
-    pub fn replay(&self, patterns: &[Pattern], after: u64) -> Replay<M> {
-        let mut messages = Vec::new();
+    /// The newest messages after `after` on topics matched by `patterns`
+    /// that fit `max_count` messages and `max_bytes` of payload (at least
+    /// one), oldest first and without duplicates, and whether some such
+    /// message was evicted or left out.
+    ///
+    /// Runs under the broker's lock, so its cost is bounded by what is
+    /// returned, not by what is retained: each matched topic's run is
+    /// already in id order, and the runs are merged from their newest end
+    /// until the bounds are reached (no copy or sort of the whole history).
+    pub fn replay<'s>(
+        &'s self,
+        patterns: &[Pattern],
+        after: u64,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Replay<M> {
         let mut gap_through = self.forgotten_through.filter(|f| *f > after);
-        let mut visit = |history: &TopicHistory<M>| {
+        // (topic's messages, first index after `after`, end of what is left)
+        let mut runs: Vec<(&'s VecDeque<SharedMessage<M>>, usize, usize)> = Vec::new();
+        let mut visit = |history: &'s TopicHistory<M>| {
             if let Some(evicted) = history.evicted_through.filter(|e| *e > after) {
                 gap_through = Some(gap_through.map_or(evicted, |g| g.max(evicted)));
             }
-            // Messages are in id order: find the first one after `after`.
             let start = history.messages.partition_point(|m| m.id.seq <= after);
-            messages.extend(history.messages.range(start..).cloned());
+            if start < history.messages.len() {
+                runs.push((&history.messages, start, history.messages.len()));
+            }
         };
         for pattern in patterns {
             if pattern.is_literal() {
@@ -207,13 +224,38 @@ impl<M> History<M> {
                 }
             }
         }
-        // Each topic's run is sorted already; merge the runs and drop a
-        // message that two overlapping patterns both found.
-        messages.sort_by_key(|m| m.id.seq);
-        messages.dedup_by_key(|m| m.id.seq);
+        // Overlapping patterns may find a topic twice.
+        runs.sort_unstable_by_key(|(messages, _, _)| *messages as *const _ as usize);
+        runs.dedup_by_key(|(messages, _, _)| *messages as *const _ as usize);
+
+        // Newest first: a heap of each run's newest message not taken yet.
+        let mut heap: BinaryHeap<(u64, usize)> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, (messages, _, end))| (messages[*end - 1].id.seq, i))
+            .collect();
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        let mut cut = false;
+        while let Some((_, i)) = heap.pop() {
+            let (run, start, end) = &mut runs[i];
+            let message = &run[*end - 1];
+            bytes += message.weight;
+            if messages.len() == max_count || (!messages.is_empty() && bytes > max_bytes) {
+                cut = true;
+                break;
+            }
+            messages.push(message.clone());
+            *end -= 1;
+            if *end > *start {
+                heap.push((run[*end - 1].id.seq, i));
+            }
+        }
+        messages.reverse();
         Replay {
             messages,
             gap_through,
+            cut,
         }
     }
 }

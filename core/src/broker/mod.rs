@@ -559,7 +559,12 @@ impl<M: Weigh> Broker<M> {
             Placement::After(id) | Placement::Ahead(id) => replay_after = Some(id.seq),
         }
         if let Some(after) = replay_after {
-            let found = self.history.replay(patterns, after);
+            let found = self.history.replay(
+                patterns,
+                after,
+                self.config.queue_capacity,
+                self.config.queue_bytes,
+            );
             let mut gap_through = found.gap_through;
             if after < self.floor {
                 gap_through = Some(gap_through.map_or(self.floor, |g| g.max(self.floor)));
@@ -568,11 +573,8 @@ impl<M: Weigh> Broker<M> {
                 gap = Some(GapReason::HistoryTrimmed);
             }
             replay = found.messages;
-            let keep = self.replay_fits(&replay);
-            if keep < replay.len() {
-                // More than the queue holds: keep the newest, say so.
-                let cut = replay.len() - keep;
-                replay.drain(..cut);
+            if found.cut {
+                // More than the queue holds: the newest were kept; say so.
                 gap = Some(GapReason::ReplayTooLong);
                 let before_kept = replay.first().map_or(self.last, |m| m.id.seq - 1);
                 gap_through = Some(before_kept);
@@ -609,20 +611,6 @@ impl<M: Weigh> Broker<M> {
             position,
             replayed,
         }
-    }
-
-    /// How many of the newest messages of `replay` fit one queue.
-    fn replay_fits(&self, replay: &[SharedMessage<M>]) -> usize {
-        let mut bytes = 0;
-        let mut n = 0;
-        for message in replay.iter().rev() {
-            bytes += message.weight;
-            if n == self.config.queue_capacity || (n > 0 && bytes > self.config.queue_bytes) {
-                break;
-            }
-            n += 1;
-        }
-        n
     }
 
     /// Publishes `payload` to `topic` with the next sequence number:
