@@ -32,7 +32,7 @@
 //! ```
 
 use alloc::vec::Vec;
-use core::fmt;
+use core::{fmt, task::Waker};
 
 use lock_api::{Mutex, RawMutex};
 
@@ -163,6 +163,20 @@ pub struct Fed {
 struct LogSide {
     follower: Follower,
     keys: IdempotencyWindow,
+    /// Wakers collected under the broker's lock, woken after it (reused).
+    wakes: Vec<Waker>,
+}
+
+impl LogSide {
+    /// Wakes what `broker` collected since `defer_wakes`, after its lock
+    /// is released.
+    fn wake_after<R: RawMutex>(&mut self, mut broker: lock_api::MutexGuard<'_, R, Broker<Frame>>) {
+        broker.take_wakes(&mut self.wakes);
+        drop(broker);
+        for waker in self.wakes.drain(..) {
+            waker.wake();
+        }
+    }
 }
 
 /// The hub. See the [module docs](self).
@@ -192,6 +206,7 @@ impl<R: RawMutex> Hub<R> {
                     config.idempotency_window_us,
                     config.idempotency_max_keys,
                 ),
+                wakes: Vec::new(),
             }),
         }
     }
@@ -305,12 +320,13 @@ impl<R: RawMutex> Hub<R> {
             out.push(Accepted { id, repeat: false });
         }
         let mut broker = self.broker.lock();
+        broker.defer_wakes();
         for (index, frame) in frames {
             let message = &batch[index];
             let published = broker.publish(message.topic.clone(), frame, message.exclude);
             debug_assert_eq!(published.id, out[index].id);
         }
-        drop(broker);
+        log.wake_after(broker);
         for (message, accepted) in batch.iter().zip(&out) {
             if let (Some(key), false) = (&message.idempotency_key, accepted.repeat) {
                 log.keys.remember(
@@ -338,6 +354,7 @@ impl<R: RawMutex> Hub<R> {
             .collect();
         let mut log = self.log.lock();
         let mut broker = self.broker.lock();
+        broker.defer_wakes();
         let mut fed = Fed::default();
         for (index, (entry, frame)) in entries.iter().zip(frames).enumerate() {
             let verdict =
@@ -351,6 +368,7 @@ impl<R: RawMutex> Hub<R> {
                 }
                 Verdict::Missing { after, prev } => {
                     fed.missing = Some((index, after, prev));
+                    log.wake_after(broker);
                     return fed;
                 }
                 Verdict::AfterLoss { through } => {
@@ -371,6 +389,7 @@ impl<R: RawMutex> Hub<R> {
             }
             fed.consumed += 1;
         }
+        log.wake_after(broker);
         fed
     }
 

@@ -394,6 +394,33 @@ fn a_cut_replay_over_many_topics_keeps_the_newest_in_order_once() {
 }
 
 #[test]
+fn wakes_deferred_under_a_lock_are_handed_over_not_lost() {
+    let mut b = broker(BrokerConfig::default());
+    let s = b.subscribe(&[p("a")], Placement::Live, None).id;
+    let woken = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = Waker::from(woken.clone());
+    assert_eq!(b.drain(s, &mut Vec::new(), 8), Drain::Empty);
+    b.register_waker(s, &waker);
+    b.defer_wakes();
+    b.publish(t("a"), 1, None);
+    assert_eq!(
+        woken.0.load(Ordering::SeqCst),
+        0,
+        "not woken under the lock"
+    );
+    let mut wakes = Vec::new();
+    b.take_wakes(&mut wakes);
+    assert_eq!(wakes.len(), 1);
+    wakes.into_iter().for_each(Waker::wake);
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+    // Not deferring any more: the next wake is immediate.
+    assert_eq!(b.drain(s, &mut Vec::new(), 8), Drain::Ready(1));
+    b.register_waker(s, &waker);
+    b.publish(t("a"), 2, None);
+    assert_eq!(woken.0.load(Ordering::SeqCst), 2);
+}
+
+#[test]
 fn close_all_ends_every_subscription_after_its_queue() {
     let mut b = broker(BrokerConfig::default());
     let s = b.subscribe(&[p("a")], Placement::Live, None).id;

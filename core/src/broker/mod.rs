@@ -307,6 +307,10 @@ pub struct Broker<M> {
     lagged: u64,
     /// Topic of notices (`tidings.gap` frames), which are never retained.
     notice_topic: Topic,
+    /// While set ([`defer_wakes`](Self::defer_wakes)), wakers of
+    /// subscriptions that got something are collected here instead of
+    /// being woken under the caller's lock.
+    deferred: Option<Vec<Waker>>,
 }
 
 impl<M> Broker<M> {
@@ -336,6 +340,25 @@ impl<M> Broker<M> {
             delivered: 0,
             lagged: 0,
             notice_topic: Topic::new("tidings:notice").expect("a valid topic"),
+            deferred: None,
+        }
+    }
+
+    /// From now until [`take_wakes`](Self::take_wakes), wakers are
+    /// collected instead of woken. A broker behind a lock wakes its
+    /// subscribers after releasing it: a woken subscriber's first move is
+    /// to take that lock, and waking one can cost a system call.
+    pub fn defer_wakes(&mut self) {
+        if self.deferred.is_none() {
+            self.deferred = Some(Vec::new());
+        }
+    }
+
+    /// Ends [`defer_wakes`](Self::defer_wakes): appends the collected
+    /// wakers to `out`, for the caller to wake once the lock is released.
+    pub fn take_wakes(&mut self, out: &mut Vec<Waker>) {
+        if let Some(mut wakes) = self.deferred.take() {
+            out.append(&mut wakes);
         }
     }
 
@@ -681,6 +704,7 @@ impl<M: Weigh> Broker<M> {
         let mut lagged = 0;
         let subs = &mut self.subs;
         let total = &mut self.queued_bytes;
+        let deferred = &mut self.deferred;
         self.index.for_each_match(message.topic.as_str(), |&sid| {
             if Some(sid) == exclude {
                 return;
@@ -692,7 +716,7 @@ impl<M: Weigh> Broker<M> {
                 return;
             }
             sub.high_water = id.seq;
-            if enqueue(sub, &message, limits, total) {
+            if enqueue(sub, &message, limits, total, deferred) {
                 delivered += 1;
             } else {
                 lagged += 1;
@@ -753,7 +777,13 @@ impl<M: Weigh> Broker<M> {
                 continue;
             };
             sub.high_water = sub.high_water.max(self.last);
-            if enqueue(sub, &message, limits, &mut self.queued_bytes) {
+            if enqueue(
+                sub,
+                &message,
+                limits,
+                &mut self.queued_bytes,
+                &mut self.deferred,
+            ) {
                 told += 1;
             } else {
                 self.lagged += 1;
@@ -799,7 +829,13 @@ impl<M: Weigh> Broker<M> {
                 continue;
             }
             sub.high_water = sub.high_water.max(at.seq);
-            if enqueue(sub, &message, limits, &mut self.queued_bytes) {
+            if enqueue(
+                sub,
+                &message,
+                limits,
+                &mut self.queued_bytes,
+                &mut self.deferred,
+            ) {
                 told += 1;
             } else {
                 self.lagged += 1;
@@ -810,12 +846,14 @@ impl<M: Weigh> Broker<M> {
 }
 
 /// Queues `message` for `sub`, or marks it lagged when a bound would be
-/// passed; wakes it either way. Returns whether it was queued.
+/// passed; wakes it either way (or collects its waker in `deferred`).
+/// Returns whether it was queued.
 fn enqueue<M>(
     sub: &mut Sub<M>,
     message: &SharedMessage<M>,
     (capacity, max_bytes, max_total): (usize, usize, usize),
     total: &mut usize,
+    deferred: &mut Option<Vec<Waker>>,
 ) -> bool {
     let weight = message.weight;
     let over = sub.queue.len() >= capacity
@@ -837,7 +875,10 @@ fn enqueue<M>(
         true
     };
     if let Some(waker) = sub.waker.take() {
-        waker.wake();
+        match deferred {
+            Some(wakes) => wakes.push(waker),
+            None => waker.wake(),
+        }
     }
     queued
 }
