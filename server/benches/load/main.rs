@@ -37,6 +37,8 @@ use scenario::{Pace, Shape};
 struct Options {
     scenarios: Vec<String>,
     redis: Option<String>,
+    /// NATS URLs (tidings only: `--nats`, a stream of the run's own).
+    nats: Option<String>,
     quick: bool,
     out: Option<PathBuf>,
     servers: Vec<String>,
@@ -58,7 +60,7 @@ const IN_FLIGHT: usize = 16;
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p tidings-server --bench load -- [--scenario NAME[,NAME...]|all] \
-         [--redis URL] [--quick] [--out FILE] [--servers baseline,tidings] [--batch N] [--window N] \
+         [--redis URL] [--nats URL[,URL...]] [--quick] [--out FILE] [--servers baseline,tidings] [--batch N] [--window N] \
          [--server-bin PATH] [--server-arg ARG]... [--baseline-capacity N] [--runs N]"
     );
     std::process::exit(2)
@@ -68,6 +70,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
     let mut o = Options {
         scenarios: ALL.iter().map(|s| s.to_string()).collect(),
         redis: None,
+        nats: None,
         quick: false,
         out: None,
         servers: vec!["baseline".into(), "tidings".into()],
@@ -94,6 +97,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Options {
                 }
             }
             "--redis" => o.redis = Some(value()),
+            "--nats" => o.nats = Some(value()),
             "--quick" => o.quick = true,
             "--runs" => o.runs = value().parse::<usize>().unwrap_or_else(|_| usage()).max(1),
             "--out" => o.out = Some(PathBuf::from(value())),
@@ -355,8 +359,26 @@ async fn run_all(o: &Options) -> Vec<Row> {
         if let Some(url) = &o.redis {
             brokers.push(Some(url.clone()));
         }
-        for redis in brokers {
-            let broker = if redis.is_some() { "redis" } else { "memory" };
+        let nats = o.nats.as_ref().map(|url| {
+            let stream = format!("BENCH_{}", std::process::id());
+            vec![
+                "--nats".to_owned(),
+                url.clone(),
+                "--nats-stream".to_owned(),
+                stream.clone(),
+                "--nats-subject-prefix".to_owned(),
+                stream.to_lowercase(),
+            ]
+        });
+        let mut engines: Vec<(&'static str, Vec<String>)> = brokers
+            .into_iter()
+            .map(|redis| match redis {
+                Some(url) => ("redis", vec!["--redis".to_owned(), url]),
+                None => ("memory", Vec::new()),
+            })
+            .collect();
+        engines.extend(nats.map(|args| ("nats", args)));
+        for (broker, engine_args) in engines {
             let Some(program) = tidings.clone() else {
                 pending.push((broker, "no tidings-server binary yet".to_owned()));
                 continue;
@@ -375,9 +397,7 @@ async fn run_all(o: &Options) -> Vec<Row> {
             ]
             .map(str::to_owned)
             .to_vec();
-            if let Some(url) = redis {
-                args.extend(["--redis".to_owned(), url]);
-            }
+            args.extend(engine_args);
             args.extend(o.server_args.iter().cloned());
             specs.push(ServerSpec {
                 name: "tidings",
@@ -394,10 +414,10 @@ async fn run_all(o: &Options) -> Vec<Row> {
     let mut ready = Vec::new();
     for spec in specs {
         if spec.name == "tidings"
-            && spec.broker == "redis"
+            && spec.broker != "memory"
             && let Err(why) = probe(&spec).await
         {
-            eprintln!("tidings with Redis is not ready: {why}");
+            eprintln!("tidings with {} is not ready: {why}", spec.broker);
             pending.push((spec.broker, why));
             continue;
         }
