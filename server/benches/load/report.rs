@@ -351,7 +351,7 @@ pub fn markdown(
                     .map(|r| format!(" (+{r:.3} Redis)"))
                     .unwrap_or_default();
                 let multiple = if floor.write_us > 0.0 {
-                    format!(" ({:.0}× floor)", o.cpu_per_million() / floor.write_us)
+                    format!(" ({:.1}× floor)", o.cpu_per_million() / floor.write_us)
                 } else {
                     String::new()
                 };
