@@ -262,7 +262,10 @@ impl Shared {
     async fn run(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let head = self.settings.head;
         let io_state = Arc::new(IoState::default());
-        let start = async {
+        // Boxed, like the HTTP/2 branch below: a task's future is as large
+        // as its largest state, and every idle HTTP/1 stream would otherwise
+        // carry room for a TLS handshake and an HTTP/2 connection.
+        let start = Box::pin(async {
             let (socket, alpn_http2) = self.handshake(tcp, peer).await?;
             let mut io = GuardedIo::new(socket, io_state.clone(), head, alpn_http2);
             match tokio::time::timeout(head.keepalive, io.detect_protocol()).await {
@@ -270,7 +273,7 @@ impl Shared {
                 // Closed, or silent for the keep-alive timeout: nothing to answer.
                 _ => None,
             }
-        };
+        });
         let started = tokio::select! {
             started = start => started,
             // Still in the handshake or silent when the server stops.
@@ -294,14 +297,14 @@ impl Shared {
                 .max_header_list_size(MAX_HEAD_BYTES as u32);
             let connection = builder.serve_connection(io, service);
             let idle = idle_http2(&io_state, head.keepalive);
-            drive(
+            Box::pin(drive(
                 connection,
                 |c| c.graceful_shutdown(),
                 &io_state,
                 &self.closing,
                 idle,
                 peer,
-            )
+            ))
             .await;
         } else {
             let connection = self.http1.serve_connection(io, service);
