@@ -740,7 +740,7 @@ impl<M: Weigh> Broker<M> {
         self.history.forget_through(through);
         self.last = self.last.max(through);
         let at = MessageId::new(self.epoch, through);
-        self.notify(at, notice, |sub| sub.high_water < through)
+        self.notify(at, notice, |_, sub| sub.high_water < through)
     }
 
     /// Declares that messages of `topic` up to sequence number `through`,
@@ -754,42 +754,12 @@ impl<M: Weigh> Broker<M> {
         self.history.forget_through(through.min(self.last));
         let mut matching = Vec::new();
         self.index
-            .for_each_match(topic.as_str(), |&sid| matching.push(sid));
-        let weight = notice.weight();
-        let message = Arc::new(Message {
-            id: MessageId::new(self.epoch, self.last),
-            topic: self.notice_topic.clone(),
-            payload: notice,
-            weight,
-        });
-        let limits = (
-            self.config.queue_capacity,
-            self.config.queue_bytes,
-            self.config.total_queue_bytes,
-        );
-        let mut told = 0;
-        for sid in matching {
-            let Some(sub) = self
-                .subs
-                .get_mut(sid.index as usize)
-                .filter(|s| s.generation == sid.generation && s.state == State::Live)
-            else {
-                continue;
-            };
-            sub.high_water = sub.high_water.max(self.last);
-            if enqueue(
-                sub,
-                &message,
-                limits,
-                &mut self.queued_bytes,
-                &mut self.deferred,
-            ) {
-                told += 1;
-            } else {
-                self.lagged += 1;
-            }
-        }
-        told
+            .for_each_match(topic.as_str(), |&sid| matching.push(sid.index as usize));
+        matching.sort_unstable();
+        let at = MessageId::new(self.epoch, self.last);
+        self.notify(at, notice, |index, _| {
+            matching.binary_search(&index).is_ok()
+        })
     }
 
     /// Starts a new epoch of the log (the engine lost entries and started
@@ -805,12 +775,12 @@ impl<M: Weigh> Broker<M> {
             sub.high_water = floor;
         }
         let at = MessageId::new(epoch, floor);
-        self.notify(at, notice, |_| true)
+        self.notify(at, notice, |_, _| true)
     }
 
     /// Queues `notice` (never retained) for the live subscriptions `to`
     /// selects and moves them past `at`.
-    fn notify(&mut self, at: MessageId, notice: M, to: impl Fn(&Sub<M>) -> bool) -> usize {
+    fn notify(&mut self, at: MessageId, notice: M, to: impl Fn(usize, &Sub<M>) -> bool) -> usize {
         let weight = notice.weight();
         let message = Arc::new(Message {
             id: at,
@@ -824,8 +794,8 @@ impl<M: Weigh> Broker<M> {
             self.config.total_queue_bytes,
         );
         let mut told = 0;
-        for (_, sub) in self.subs.iter_mut() {
-            if sub.state != State::Live || !to(sub) {
+        for (index, sub) in self.subs.iter_mut() {
+            if sub.state != State::Live || !to(index, sub) {
                 continue;
             }
             sub.high_water = sub.high_water.max(at.seq);
