@@ -428,6 +428,11 @@ impl<R: RawMutex> Hub<R> {
         self.log.lock().follower.ticket()
     }
 
+    /// The newest sequence number seen on `topic`'s chain, if followed.
+    pub fn chain(&self, topic: &Topic) -> Option<u64> {
+        self.log.lock().follower.chain(topic)
+    }
+
     /// Stops following the per-topic chains of the topics `keep` refuses
     /// (no stream here needs them any more, or a driver re-read them from
     /// the log): the next entry of such a topic starts its chain again.

@@ -214,6 +214,12 @@ impl Follower {
         Verdict::AfterLoss { through: prev }
     }
 
+    /// The newest sequence number seen on `topic`'s chain, if this
+    /// instance follows it.
+    pub fn chain(&self, topic: &Topic) -> Option<u64> {
+        self.chains.get(topic.as_str()).copied()
+    }
+
     /// Stops following a topic's chain (no stream here needs it any more);
     /// its next entry starts it again.
     pub fn forget_chain(&mut self, topic: &Topic) {

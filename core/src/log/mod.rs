@@ -8,6 +8,9 @@
 //! - [`Follower`]: from the entries and states an engine reports, whether
 //!   an instance can prove it missed nothing, or must tell its streams with
 //!   `tidings.gap` ([`GapReason`]);
+//! - [`LossWatch`]: a periodic probe of the log's head that finds entries
+//!   a live feed lost when nothing after them shows the hole (a topic's
+//!   last entry);
 //! - [`IdempotencyWindow`]: retries with the same key answer the original
 //!   id (memory mode; shared engines keep the keys themselves).
 //!
@@ -16,7 +19,9 @@
 mod follower;
 mod gap;
 mod idempotency;
+mod watch;
 
 pub use follower::{Chain, Follower, LogState, Resync, ResyncTicket, Verdict};
 pub use gap::GapReason;
 pub use idempotency::{IdempotencyWindow, Seen};
+pub use watch::{LossWatch, Probe};

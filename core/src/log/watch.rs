@@ -1,0 +1,155 @@
+//! The loss watch: notices entries a live feed lost when nothing after
+//! them ever shows the hole.
+//!
+//! A per-topic chain ([`Chain::Topic`](super::Chain::Topic)) shows a lost
+//! entry only when a later entry of the same topic arrives. When a topic's
+//! *last* entry is lost, nothing ever does. The watch closes that hole with
+//! a periodic, cheap probe of the log's head (one question per interval for
+//! the whole instance, not per topic or per subscriber):
+//!
+//! ```text
+//!   probe(now, position, head) ──► Idle
+//!                              └─► Check { after, through }
+//!        the engine lists the entries of its interest in after+1 ..= through
+//!        that were not `seen` (the walk) and delivers them or announces
+//!        them lost, then calls `checked(through)`
+//! ```
+//!
+//! - A head is checked only once it is `grace` old: entries stored before
+//!   the probe had that long to arrive live, so the walk rarely fetches an
+//!   entry that was merely in flight (one that is, is fetched and delivered
+//!   all the same, and its live copy is a duplicate).
+//! - Below `checked`, every entry of the interest was delivered or
+//!   announced lost. The walk starts there and skips what was
+//!   [`seen`](LossWatch::seen) live, so a lost entry is found even when
+//!   entries of other topics were delivered after it. Remembering what was
+//!   seen is bounded (`budget` sequence numbers): past it, the watch starts
+//!   the next check at the position instead, and only entries after the
+//!   newest delivered one are looked for (a loss followed by deliveries of
+//!   other topics in a busy interval is then found only by its topic's
+//!   chain).
+//!
+//! The watch never reads a clock or a socket: time and the head are passed
+//! in.
+
+use alloc::collections::BTreeSet;
+
+/// What to do after a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Probe {
+    /// Nothing to check now.
+    Idle,
+    /// List the entries of this instance's interest with a sequence number
+    /// in `after + 1 ..= through` that were not [`seen`](LossWatch::seen):
+    /// they were stored and never arrived. Deliver those after the
+    /// position, announce the others lost (they can no longer be delivered
+    /// in order), then call [`checked`](LossWatch::checked)`(through)`.
+    Check {
+        /// Every entry of the interest at or below it is accounted for.
+        after: u64,
+        /// The head probed at least `grace` ago.
+        through: u64,
+    },
+}
+
+/// The loss watch's state. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct LossWatch {
+    grace_us: u64,
+    budget: usize,
+    checked: u64,
+    /// The oldest head not yet checked, and when it was probed.
+    pending: Option<(u64, u64)>,
+    /// Sequence numbers above `checked` that arrived.
+    seen: BTreeSet<u64>,
+    /// More arrived than `budget`: `seen` is incomplete.
+    overflowed: bool,
+}
+
+impl LossWatch {
+    /// A watch for a feed that starts after `start` (entries at or before
+    /// it are not this instance's to check). A head is checked once it is
+    /// `grace_us` old; at most `budget` sequence numbers seen are
+    /// remembered between two checks.
+    pub fn new(start: u64, grace_us: u64, budget: usize) -> Self {
+        Self {
+            grace_us,
+            budget,
+            checked: start,
+            pending: None,
+            seen: BTreeSet::new(),
+            overflowed: false,
+        }
+    }
+
+    /// Every entry of the interest at or below this is accounted for.
+    pub fn checked_through(&self) -> u64 {
+        self.checked
+    }
+
+    /// Records that the entry `seq` arrived (live, or fetched by the
+    /// engine and fed).
+    pub fn saw(&mut self, seq: u64) {
+        if seq <= self.checked || self.overflowed {
+            return;
+        }
+        if self.seen.len() >= self.budget {
+            self.overflowed = true;
+            self.seen.clear();
+        } else {
+            self.seen.insert(seq);
+        }
+    }
+
+    /// Whether the entry `seq` (above the check's `after`) arrived.
+    pub fn seen(&self, seq: u64) -> bool {
+        seq <= self.checked || self.seen.contains(&seq)
+    }
+
+    /// Judges one probe of the log's head at `now_us`; `position` is the
+    /// newest sequence number delivered here.
+    pub fn probe(&mut self, now_us: u64, position: u64, head: u64) -> Probe {
+        if self.overflowed {
+            // What arrived is not all known: start at the position, after
+            // which nothing arrived yet.
+            self.overflowed = false;
+            self.seen.clear();
+            self.checked = self.checked.max(position);
+        }
+        let due = match self.pending {
+            Some((through, at)) if now_us >= at.saturating_add(self.grace_us) => Some(through),
+            _ => None,
+        };
+        if let Some(through) = due {
+            self.pending = None;
+            if head > through {
+                self.pending = Some((head, now_us));
+            }
+            if through > self.checked {
+                return Probe::Check {
+                    after: self.checked,
+                    through,
+                };
+            }
+        }
+        if head > self.checked && self.pending.is_none() {
+            self.pending = Some((head, now_us));
+        }
+        Probe::Idle
+    }
+
+    /// The engine delivered or announced every entry a
+    /// [`Probe::Check`] asked for, through `through`.
+    pub fn checked(&mut self, through: u64) {
+        if through > self.checked {
+            self.checked = through;
+            self.seen = self.seen.split_off(&(through + 1));
+        }
+    }
+
+    /// Starts over after `start` (a new epoch: sequence numbers restart).
+    pub fn restart(&mut self, start: u64) {
+        *self = Self::new(start, self.grace_us, self.budget);
+    }
+}

@@ -1,0 +1,289 @@
+//! The loss watch on virtual time: a model of a shared log with topics, an
+//! instance that receives only some of its entries live (the others are
+//! "lost on the wire"), and a driver that does what the NATS engine does
+//! with each [`Probe`]. Every entry of the instance's interest ends up
+//! delivered or announced lost, however the loss falls, and a quiet or
+//! fully delivered log costs no walk.
+
+use std::collections::BTreeSet;
+
+use tidings_core::log::{LossWatch, Probe};
+
+const GRACE: u64 = 1_000_000;
+const EVERY: u64 = 1_000_000;
+
+/// The shared log: (seq, topic) in order.
+#[derive(Default)]
+struct Log {
+    entries: Vec<(u64, &'static str)>,
+}
+
+impl Log {
+    fn append(&mut self, topic: &'static str) -> u64 {
+        let seq = self.entries.len() as u64 + 1;
+        self.entries.push((seq, topic));
+        seq
+    }
+    fn head(&self) -> u64 {
+        self.entries.len() as u64
+    }
+}
+
+/// One instance: its interest, what it delivered, what it announced lost,
+/// and how many entries its walks fetched.
+struct Instance {
+    interest: &'static [&'static str],
+    watch: LossWatch,
+    position: u64,
+    delivered: Vec<u64>,
+    announced: Vec<u64>,
+    walks: usize,
+    fetched: usize,
+}
+
+impl Instance {
+    fn new(interest: &'static [&'static str], start: u64, budget: usize) -> Self {
+        Self {
+            interest,
+            watch: LossWatch::new(start, GRACE, budget),
+            position: start,
+            delivered: Vec::new(),
+            announced: Vec::new(),
+            walks: 0,
+            fetched: 0,
+        }
+    }
+
+    /// A live arrival.
+    fn receive(&mut self, log: &Log, seq: u64) {
+        let (_, topic) = log.entries[seq as usize - 1];
+        if !self.interest.contains(&topic) {
+            return;
+        }
+        self.watch.saw(seq);
+        if seq > self.position {
+            self.position = seq;
+            self.delivered.push(seq);
+        }
+    }
+
+    /// A probe at `now`, and the walk if it asks for one.
+    fn probe(&mut self, log: &Log, now: u64) {
+        let Probe::Check { after, through } = self.watch.probe(now, self.position, log.head())
+        else {
+            return;
+        };
+        self.walks += 1;
+        let missing: Vec<u64> = log
+            .entries
+            .iter()
+            .filter(|(seq, topic)| *seq > after && *seq <= through && self.interest.contains(topic))
+            .map(|(seq, _)| *seq)
+            .filter(|seq| !self.watch.seen(*seq))
+            .collect();
+        for seq in missing {
+            self.fetched += 1;
+            self.watch.saw(seq);
+            if seq > self.position {
+                self.position = seq;
+                self.delivered.push(seq);
+            } else {
+                self.announced.push(seq);
+            }
+        }
+        self.watch.checked(through);
+    }
+
+    /// Every entry of the interest after `start` is delivered or announced.
+    fn accounted(&self, log: &Log, start: u64) -> bool {
+        let mine: BTreeSet<u64> = log
+            .entries
+            .iter()
+            .filter(|(seq, topic)| *seq > start && self.interest.contains(topic))
+            .map(|(seq, _)| *seq)
+            .collect();
+        let got: BTreeSet<u64> = self
+            .delivered
+            .iter()
+            .chain(&self.announced)
+            .copied()
+            .collect();
+        mine == got
+    }
+}
+
+#[test]
+fn a_topics_last_entry_lost_live_is_found_within_grace_and_an_interval() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a", "b"], 0, 64);
+    let first = log.append("a");
+    i.receive(&log, first);
+    let lost = log.append("b"); // stored, never arrives; nothing after it
+    let mut now = 0;
+    let mut found_at = None;
+    for _ in 0..5 {
+        now += EVERY;
+        i.probe(&log, now);
+        if i.delivered.contains(&lost) {
+            found_at.get_or_insert(now);
+        }
+    }
+    assert_eq!(i.delivered, vec![first, lost]);
+    assert!(i.announced.is_empty());
+    // Probed at 1 s, due at 2 s.
+    assert_eq!(found_at, Some(2 * EVERY));
+    assert!(i.accounted(&log, 0));
+}
+
+#[test]
+fn a_lost_entry_followed_by_deliveries_of_other_topics_is_announced() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a", "b"], 0, 64);
+    let lost = log.append("a");
+    let later = log.append("b");
+    i.receive(&log, later);
+    for t in 1..=3 {
+        i.probe(&log, t * EVERY);
+    }
+    // It cannot come after `later` any more: its topic is told.
+    assert_eq!(i.delivered, vec![later]);
+    assert_eq!(i.announced, vec![lost]);
+    assert!(i.accounted(&log, 0));
+}
+
+#[test]
+fn what_arrived_is_not_fetched_and_others_topics_cost_nothing() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a"], 0, 64);
+    let mut now = 0;
+    for round in 0..20 {
+        for k in 0..10 {
+            let topic = if k % 3 == 0 { "a" } else { "other" };
+            let seq = log.append(topic);
+            i.receive(&log, seq);
+        }
+        now += EVERY;
+        i.probe(&log, now);
+        let _ = round;
+    }
+    assert_eq!(i.fetched, 0);
+    assert!(i.accounted(&log, 0));
+    // One walk per grace period at most while the log moves.
+    assert!(i.walks <= 20, "{}", i.walks);
+}
+
+#[test]
+fn a_quiet_log_is_never_walked() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a"], 0, 64);
+    let seq = log.append("a");
+    i.receive(&log, seq);
+    for t in 1..=3 {
+        i.probe(&log, t * EVERY);
+    }
+    let walks = i.walks;
+    // Everything checked: from now on the head does not move.
+    for t in 4..100 {
+        i.probe(&log, t * EVERY);
+    }
+    assert_eq!(i.walks, walks);
+    assert!(walks <= 1);
+}
+
+#[test]
+fn an_entry_in_flight_at_the_probe_is_not_fetched_once_it_arrives_within_grace() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a"], 0, 64);
+    let seq = log.append("a");
+    i.probe(&log, EVERY); // head 1 probed; the entry is still on the wire
+    i.receive(&log, seq); // arrives within grace
+    i.probe(&log, 2 * EVERY);
+    assert_eq!(i.fetched, 0);
+    assert_eq!(i.delivered, vec![seq]);
+}
+
+#[test]
+fn the_head_is_not_checked_before_grace() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a"], 0, 64);
+    log.append("a"); // lost
+    assert_eq!(i.watch.probe(0, 0, log.head()), Probe::Idle);
+    assert_eq!(i.watch.probe(GRACE - 1, 0, log.head()), Probe::Idle);
+    assert_eq!(
+        i.watch.probe(GRACE, 0, log.head()),
+        Probe::Check {
+            after: 0,
+            through: 1
+        }
+    );
+}
+
+#[test]
+fn entries_before_the_start_are_not_this_instances() {
+    let mut log = Log::default();
+    for _ in 0..5 {
+        log.append("a");
+    }
+    let mut i = Instance::new(&["a"], 5, 64);
+    for t in 1..=3 {
+        i.probe(&log, t * EVERY);
+    }
+    assert_eq!(i.walks, 0);
+    assert!(i.delivered.is_empty() && i.announced.is_empty());
+}
+
+#[test]
+fn past_its_budget_the_watch_still_finds_a_lost_tail() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a", "b"], 0, 4);
+    let mut now = 0;
+    for _ in 0..10 {
+        let seq = log.append("a");
+        i.receive(&log, seq);
+    }
+    let lost = log.append("b");
+    for _ in 0..4 {
+        now += EVERY;
+        i.probe(&log, now);
+    }
+    assert_eq!(i.delivered.last(), Some(&lost));
+    assert_eq!(i.fetched, 1);
+    assert!(i.accounted(&log, 0));
+}
+
+/// Many rounds of random losses on a busy log: everything is accounted for
+/// once the log goes quiet for grace and two intervals.
+#[test]
+fn random_losses_are_all_accounted_for() {
+    for seed in 1..200u64 {
+        let mut rng = seed;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut log = Log::default();
+        let mut i = Instance::new(&["a", "b", "c"], 0, 1000);
+        let topics = ["a", "b", "c", "x", "y"];
+        let mut now = 0;
+        for _ in 0..50 {
+            for _ in 0..(next() % 8) {
+                let seq = log.append(topics[(next() % 5) as usize]);
+                if next() % 4 != 0 {
+                    i.receive(&log, seq);
+                }
+            }
+            now += EVERY / 2;
+            i.probe(&log, now);
+        }
+        for _ in 0..4 {
+            now += EVERY;
+            i.probe(&log, now);
+        }
+        assert!(i.accounted(&log, 0), "seed {seed}");
+        let mut all: Vec<u64> = i.delivered.clone();
+        all.sort();
+        assert_eq!(all, i.delivered, "delivered in order, seed {seed}");
+    }
+}
