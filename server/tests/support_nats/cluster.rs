@@ -161,6 +161,8 @@ pub struct NatsCluster {
     /// The nodes, in start order.
     pub nodes: Vec<NatsNode>,
     dir: PathBuf,
+    /// A configuration file every node reads (before the flags).
+    config: Option<PathBuf>,
 }
 
 impl NatsCluster {
@@ -171,6 +173,13 @@ impl NatsCluster {
 
     /// Starts `count` nodes and waits for a JetStream meta leader.
     pub fn start_nodes(count: usize) -> Self {
+        Self::start_with_config(count, None)
+    }
+
+    /// Starts `count` nodes that also read `config` (nats-server
+    /// configuration text, e.g. an `authorization` block), and waits for a
+    /// JetStream meta leader.
+    pub fn start_with_config(count: usize, config: Option<&str>) -> Self {
         let name = unique_name("tidings_test");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
@@ -184,7 +193,17 @@ impl NatsCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = Self { name, nodes, dir };
+        let config = config.map(|text| {
+            let path = dir.join("nats.conf");
+            std::fs::write(&path, text).expect("write the nodes' configuration");
+            path
+        });
+        let mut cluster = Self {
+            name,
+            nodes,
+            dir,
+            config,
+        };
         for i in 0..count {
             cluster.restart(i);
         }
@@ -222,6 +241,9 @@ impl NatsCluster {
         let node = &mut self.nodes[i];
         std::fs::create_dir_all(&node.dir).expect("create the node's directory");
         let mut command = Command::new(nats_server_bin());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
         command
             .args(["-js", "-sd"])
             .arg(node.dir.join("js"))

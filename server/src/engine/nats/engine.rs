@@ -118,6 +118,8 @@ impl NatsEngine {
             held: Vec::new(),
             disconnected: false,
             rescan: false,
+            watch: super::follow::loss_watch(floor),
+            since: Default::default(),
         };
         let tasks = vec![
             tokio::spawn(follower.run(stop.clone())),

@@ -10,6 +10,15 @@
 //! received before the newest message taken is then in the batch, which is
 //! sorted by sequence before it is fed. So overlapping or separate
 //! subscriptions never reorder messages.
+//!
+//! Losses nothing else shows: a topic's last message lost on the live path
+//! leaves no hole in any chain. Every [`LOSS_PROBE_EVERY`] the follower
+//! reads the stream's head (one stream info for the whole instance) and
+//! hands it to the core [`LossWatch`]; once a head is [`LOSS_GRACE`] old,
+//! the watch asks for a check of the sequences up to it, and the follower
+//! walks its subscribed patterns with direct gets, skipping what arrived:
+//! what did not arrive is delivered in order, or, when later messages were
+//! delivered already, its topic's streams are told `tidings.gap`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -23,10 +32,11 @@ use std::{
 };
 
 use futures_core::Stream as _;
+use parking_lot::Mutex;
 use tidings_core::{
     broker::SubscriptionId,
     hub::LogEntry,
-    log::{Chain, LogState, Resync},
+    log::{Chain, LogState, LossWatch, Probe, Resync},
     message::{ConnectionId, Epoch, EventType, MessageId, Outgoing},
     topic::{Pattern, Topic},
 };
@@ -49,6 +59,22 @@ const RESERVATION: Duration = Duration::from_secs(30);
 /// How often closed streams are looked for and unneeded subscriptions
 /// dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often the stream's head is read (one stream info per instance) to
+/// find messages the live path lost (and a recreated stream): a lost
+/// message is found by the second probe after it was stored (1–2 s), plus
+/// the walk.
+pub(super) const LOSS_PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How old a probed head must be before the sequences up to it are
+/// checked: what is merely in flight has arrived by then, so the check
+/// rarely fetches a message the live path was about to deliver. A little
+/// under [`LOSS_PROBE_EVERY`], so that the next probe checks it.
+pub(super) const LOSS_GRACE: Duration = Duration::from_millis(800);
+/// Most sequence numbers that arrived remembered between two checks (and
+/// so most direct gets a check spends skipping them). Past it, a check
+/// looks only after the newest message delivered: a loss followed by
+/// deliveries of other topics in a busy second is then found only by its
+/// topic's chain (its next message).
+pub(super) const LOSS_BUDGET: usize = 256;
 
 /// What the engine asks of its follower.
 pub(super) enum Control {
@@ -83,6 +109,20 @@ pub(super) struct Follower {
     /// Disconnected: hold live entries until reconnected and rescanned.
     pub disconnected: bool,
     pub rescan: bool,
+    /// Which stream sequences arrived, and which are checked (core).
+    pub watch: Mutex<LossWatch>,
+    /// For each subscribed pattern, the sequence after which its messages
+    /// arrive live (`u64::MAX` until the next probe reads the head).
+    pub since: HashMap<Pattern, u64>,
+}
+
+/// The loss watch of a follower starting after `start`.
+pub(super) fn loss_watch(start: u64) -> Mutex<LossWatch> {
+    Mutex::new(LossWatch::new(
+        start,
+        LOSS_GRACE.as_micros() as u64,
+        LOSS_BUDGET,
+    ))
 }
 
 impl Follower {
@@ -90,16 +130,49 @@ impl Follower {
         Epoch::from_random(self.epoch.load(Relaxed))
     }
 
-    /// A stream deleted and created again restarts its sequences: it is a
-    /// new epoch, and every stream here is told.
-    async fn check_epoch(&mut self) {
+    /// Reads the stream's head once: checks the epoch, and lets the loss
+    /// watch judge it.
+    async fn probe(&mut self) {
         let ticket = self.hub.resync_ticket();
         let Ok(head) = self.stream.head().await else {
             return;
         };
+        if self.check_epoch(&head, ticket) {
+            return;
+        }
+        // Patterns subscribed since the last probe: what is stored after
+        // this head reaches them live (what came before is not theirs).
+        for since in self.since.values_mut() {
+            if *since == u64::MAX {
+                *since = head.last_seq;
+            }
+        }
+        if self.rescan || self.disconnected {
+            return;
+        }
+        let position = self.hub.position().seq;
+        let probe = self
+            .watch
+            .lock()
+            .probe(clock::now_us(), position, head.last_seq);
+        if let Probe::Check { after, through } = probe {
+            match self.check(after, through).await {
+                Ok(()) => self.watch.lock().checked(through),
+                Err(e) => tracing::debug!(error = %e, "loss check failed; the next probe retries"),
+            }
+        }
+    }
+
+    /// A stream deleted and created again restarts its sequences: it is a
+    /// new epoch, and every stream here is told. True when it was.
+    fn check_epoch(
+        &mut self,
+        head: &super::StreamHead,
+        ticket: tidings_core::log::ResyncTicket,
+    ) -> bool {
         let created = head.created_ns.max(1);
         if created == self.epoch.load(Relaxed) {
-            return;
+            return false;
         }
         self.epoch.store(created, Relaxed);
         let state = LogState {
@@ -110,15 +183,100 @@ impl Follower {
         };
         let _ = self.hub.resync(state, ticket, clock::now_us());
         self.held.clear();
+        self.watch.lock().restart(head.last_seq);
         tracing::warn!(
             epoch = %Epoch::from_random(created),
             "the JetStream stream was created again (sequences restart): this instance's streams were told with tidings.gap"
         );
+        true
+    }
+
+    /// Finds the messages of the subscribed patterns with a sequence in
+    /// `after + 1 ..= through` that did not arrive (direct gets, skipping
+    /// what did), delivers those after the position in order, and tells the
+    /// streams of the others' topics `tidings.gap` (later messages were
+    /// delivered already).
+    async fn check(&mut self, after: u64, through: u64) -> Result<(), String> {
+        let patterns: Vec<(Pattern, u64)> =
+            self.since.iter().map(|(p, s)| (p.clone(), *s)).collect();
+        let mut missing: Vec<StreamEntry> = Vec::new();
+        for (pattern, since) in patterns {
+            let filter = self.stream.subjects().stored_filter(&pattern);
+            let mut from = after.max(since).saturating_add(1);
+            while from <= through {
+                let Some(entry) = self.stream.next_matching(&filter, from).await? else {
+                    break;
+                };
+                if entry.seq > through {
+                    break;
+                }
+                from = entry.seq + 1;
+                if !self.watch.lock().seen(entry.seq) {
+                    missing.push(entry);
+                }
+            }
+            if missing.len() > MAX_RESCAN {
+                self.declare_lost(through);
+                return Ok(());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_by_key(|e| e.seq);
+        missing.dedup_by_key(|e| e.seq);
+        self.health
+            .refetches
+            .fetch_add(missing.len() as u64, Relaxed);
+        let position = self.hub.position().seq;
+        let (late, mut fresh): (Vec<StreamEntry>, Vec<StreamEntry>) =
+            missing.into_iter().partition(|e| e.seq <= position);
+        // Too late to deliver in order: tell the streams of each topic once
+        // (unless its chain went past it: its repair dealt with it).
+        let mut told: HashMap<Topic, u64> = HashMap::new();
+        for entry in late {
+            self.watch.lock().saw(entry.seq);
+            if self.hub.chain(&entry.topic).is_some_and(|c| c >= entry.seq) {
+                continue;
+            }
+            let newest = told.entry(entry.topic).or_default();
+            *newest = (*newest).max(entry.seq);
+        }
+        for (topic, seq) in told {
+            tracing::warn!(
+                %topic, seq,
+                "a message was lost on the live path and later ones were delivered already; its topic's streams were told tidings.gap"
+            );
+            self.hub.give_up(&topic, seq, clock::now_us());
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            count = fresh.len(),
+            first = fresh[0].seq,
+            "messages lost on the live path were fetched from the stream"
+        );
+        // Each topic's chain goes on from where it stood: the check saw
+        // every message of its patterns in between.
+        let mut last_on: HashMap<Topic, u64> = HashMap::new();
+        for entry in &mut fresh {
+            let prev = match last_on.get(&entry.topic) {
+                Some(&previous) => previous,
+                None => self.hub.chain(&entry.topic).unwrap_or(0),
+            };
+            entry.prev = Some(prev);
+            last_on.insert(entry.topic.clone(), entry.seq);
+        }
+        self.deliver(fresh).await;
+        Ok(())
     }
 
     pub(super) async fn run(mut self, stop: CancellationToken) {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe = tokio::time::interval(LOSS_PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = tokio::time::interval(Duration::from_millis(500));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let health = self.health.clone();
@@ -162,10 +320,8 @@ impl Follower {
                     }
                 }
                 _ = retry.tick(), if self.rescan && !self.disconnected => self.try_rescan().await,
-                _ = sweep.tick() => {
-                    self.check_epoch().await;
-                    self.sweep().await;
-                }
+                _ = probe.tick() => self.probe().await,
+                _ = sweep.tick() => self.sweep().await,
             }
         }
     }
@@ -201,12 +357,24 @@ impl Follower {
         for pattern in missing {
             let subject = self.stream.subjects().live_filter(&pattern);
             let subscriber = client.subscribe(subject).await.map_err(|e| e.to_string())?;
+            self.since.insert(pattern.clone(), u64::MAX);
             self.subscribers.insert(pattern, subscriber);
         }
         tokio::time::timeout(Duration::from_secs(5), client.flush())
             .await
             .map_err(|_| "NATS did not confirm the subscription within 5 s".to_owned())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // The server has the subscriptions: what is stored after this head
+        // arrives live, what came before was not theirs. (If the head
+        // cannot be read now, the next probe's stands in.)
+        if let Ok(head) = self.stream.head().await {
+            for since in self.since.values_mut() {
+                if *since == u64::MAX {
+                    *since = head.last_seq;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Drops what closed streams needed and no open one does.
@@ -236,6 +404,7 @@ impl Follower {
         }
         let before = self.subscribers.len();
         self.subscribers.retain(|p, _| cover.contains(p));
+        self.since.retain(|p, _| cover.contains(p));
         if self.subscribers.len() < before {
             let followed: Vec<Pattern> = self.subscribers.keys().cloned().collect();
             self.hub
@@ -367,6 +536,12 @@ impl Follower {
         if entries.is_empty() {
             return;
         }
+        {
+            let mut watch = self.watch.lock();
+            for entry in &entries {
+                watch.saw(entry.seq);
+            }
+        }
         let messages: Vec<Outgoing> = entries.iter().map(outgoing).collect();
         let mut start = 0;
         while start < entries.len() {
@@ -435,6 +610,12 @@ impl Follower {
             for entry in &mut fetched {
                 entry.prev = Some(previous);
                 previous = entry.seq;
+            }
+            {
+                let mut watch = self.watch.lock();
+                for entry in &fetched {
+                    watch.saw(entry.seq);
+                }
             }
             let messages: Vec<Outgoing> = fetched.iter().map(outgoing).collect();
             let log_entries: Vec<LogEntry<'_>> = fetched
