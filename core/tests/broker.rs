@@ -365,35 +365,6 @@ fn a_slow_subscriber_is_marked_lagged_and_others_keep_everything() {
 }
 
 #[test]
-fn a_replay_larger_than_the_queue_is_cut_with_a_gap() {
-    let mut b = broker(BrokerConfig::default().queue_capacity(3));
-    let first = b.publish(t("a"), 0, None).id;
-    for i in 1..10 {
-        b.publish(t("a"), i, None);
-    }
-    let s = b.subscribe(&[p("a")], resume(&b, first), None);
-    assert_eq!(s.gap, Some(GapReason::ReplayTooLong));
-    assert_eq!(s.position, id(7), "resumable right before the kept replay");
-    assert_eq!(drain_all(&mut b, s.id), [7, 8, 9]);
-}
-
-#[test]
-fn a_cut_replay_over_many_topics_keeps_the_newest_in_order_once() {
-    // Interleaved topics, overlapping patterns: the replay merges the
-    // topics' runs from their newest end (it never sorts all history).
-    let mut b = broker(BrokerConfig::default().queue_capacity(25));
-    let first = b.publish(t("r:0"), 0, None).id;
-    for i in 1..100 {
-        b.publish(t(&format!("r:{}", i % 7)), i, None);
-    }
-    let s = b.subscribe(&[p("r:>"), p("r:*"), p("r:3")], resume(&b, first), None);
-    assert_eq!(s.gap, Some(GapReason::ReplayTooLong));
-    assert_eq!(s.replayed, 25);
-    assert_eq!(s.position, id(75), "resumable right before the kept replay");
-    assert_eq!(drain_all(&mut b, s.id), (75..100).collect::<Vec<u64>>());
-}
-
-#[test]
 fn wakes_deferred_under_a_lock_are_handed_over_not_lost() {
     let mut b = broker(BrokerConfig::default());
     let s = b.subscribe(&[p("a")], Placement::Live, None).id;

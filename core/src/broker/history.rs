@@ -4,6 +4,7 @@ use alloc::{
     collections::{BTreeMap, BinaryHeap, VecDeque},
     vec::Vec,
 };
+use core::cmp::Reverse;
 
 use super::SharedMessage;
 use crate::topic::{Pattern, Topic};
@@ -58,16 +59,6 @@ pub(super) struct History<M> {
     /// Newest sequence number of a topic evicted as a whole, or declared
     /// lost: we no longer know whether a resume before it misses something.
     forgotten_through: Option<u64>,
-}
-
-/// What a resume finds in the history.
-pub(super) struct Replay<M> {
-    pub messages: Vec<SharedMessage<M>>,
-    /// Set when messages after the resume point were evicted or lost: the
-    /// newest such sequence number (where continuity holds again).
-    pub gap_through: Option<u64>,
-    /// Set when older matching messages were left out to fit the bounds.
-    pub cut: bool,
 }
 
 impl<M> History<M> {
@@ -175,32 +166,22 @@ impl<M> History<M> {
         self.forgotten_through = None;
     }
 
-    /// The newest messages after `after` on topics matched by `patterns`
-    /// that fit `max_count` messages and `max_bytes` of payload (at least
-    /// one), oldest first and without duplicates, and whether some such
-    /// message was evicted or left out.
+    /// The topics' runs of retained messages after `after` on topics
+    /// matched by `patterns` (each topic once), and the newest sequence
+    /// number after `after` that was evicted or lost from them, if any.
     ///
-    /// Runs under the broker's lock, so its cost is bounded by what is
-    /// returned, not by what is retained: each matched topic's run is
-    /// already in id order, and the runs are merged from their newest end
-    /// until the bounds are reached (no copy or sort of the whole history).
-    pub fn replay<'s>(
-        &'s self,
-        patterns: &[Pattern],
-        after: u64,
-        max_count: usize,
-        max_bytes: usize,
-    ) -> Replay<M> {
+    /// Costs a binary search per matched topic: nothing is copied.
+    fn runs<'s>(&'s self, patterns: &[Pattern], after: u64) -> Runs<'s, M> {
         let mut gap_through = self.forgotten_through.filter(|f| *f > after);
-        // (topic's messages, first index after `after`, end of what is left)
-        let mut runs: Vec<(&'s VecDeque<SharedMessage<M>>, usize, usize)> = Vec::new();
+        // (topic's messages, first index after `after`)
+        let mut runs: Vec<(&'s VecDeque<SharedMessage<M>>, usize)> = Vec::new();
         let mut visit = |history: &'s TopicHistory<M>| {
             if let Some(evicted) = history.evicted_through.filter(|e| *e > after) {
                 gap_through = Some(gap_through.map_or(evicted, |g| g.max(evicted)));
             }
             let start = history.messages.partition_point(|m| m.id.seq <= after);
             if start < history.messages.len() {
-                runs.push((&history.messages, start, history.messages.len()));
+                runs.push((&history.messages, start));
             }
         };
         for pattern in patterns {
@@ -225,37 +206,105 @@ impl<M> History<M> {
             }
         }
         // Overlapping patterns may find a topic twice.
-        runs.sort_unstable_by_key(|(messages, _, _)| *messages as *const _ as usize);
-        runs.dedup_by_key(|(messages, _, _)| *messages as *const _ as usize);
+        runs.sort_unstable_by_key(|(messages, _)| *messages as *const _ as usize);
+        runs.dedup_by_key(|(messages, _)| *messages as *const _ as usize);
+        Runs { runs, gap_through }
+    }
 
-        // Newest first: a heap of each run's newest message not taken yet.
-        let mut heap: BinaryHeap<(u64, usize)> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, (messages, _, end))| (messages[*end - 1].id.seq, i))
-            .collect();
-        let mut messages = Vec::new();
-        let mut bytes = 0;
-        let mut cut = false;
-        while let Some((_, i)) = heap.pop() {
-            let (run, start, end) = &mut runs[i];
-            let message = &run[*end - 1];
-            bytes += message.weight;
-            if messages.len() == max_count || (!messages.is_empty() && bytes > max_bytes) {
-                cut = true;
-                break;
-            }
-            messages.push(message.clone());
-            *end -= 1;
-            if *end > *start {
-                heap.push((run[*end - 1].id.seq, i));
-            }
-        }
-        messages.reverse();
-        Replay {
-            messages,
+    /// What a resume after `after` on `patterns` finds: how many retained
+    /// messages follow it, and whether some that followed it are gone.
+    /// Nothing is copied: the messages are paged later with
+    /// [`page`](Self::page).
+    pub fn survey(&self, patterns: &[Pattern], after: u64) -> Survey {
+        let Runs { runs, gap_through } = self.runs(patterns, after);
+        Survey {
+            count: runs.iter().map(|(run, start)| run.len() - start).sum(),
             gap_through,
-            cut,
         }
     }
+
+    /// Appends to `out` the next retained messages after `after` on topics
+    /// matched by `patterns`, oldest first and without duplicates, at most
+    /// `max_count` of them and `max_bytes` of payload (at least one).
+    ///
+    /// Runs under the broker's lock, so its cost is bounded by the page and
+    /// the number of matched topics, not by what is retained: each matched
+    /// topic's run is already in id order (found by binary search), and
+    /// the runs are merged from `after` until the page is full.
+    ///
+    /// A message after `after` (and after `told_through`, up to where a gap
+    /// was already told) that is no longer retained makes the page
+    /// [`Page::Lost`] and appends nothing.
+    pub fn page(
+        &self,
+        patterns: &[Pattern],
+        after: u64,
+        told_through: u64,
+        max_count: usize,
+        max_bytes: usize,
+        out: &mut Vec<SharedMessage<M>>,
+    ) -> Page {
+        let Runs { runs, gap_through } = self.runs(patterns, after);
+        if gap_through.is_some_and(|g| g > told_through) {
+            return Page::Lost;
+        }
+        // Oldest first: a heap of each run's oldest message not taken yet.
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, (run, start))| Reverse((run[*start].id.seq, i)))
+            .collect();
+        let mut next: Vec<usize> = runs.iter().map(|(_, start)| *start).collect();
+        let (mut count, mut bytes) = (0, 0);
+        let mut last = after;
+        while let Some(&Reverse((seq, i))) = heap.peek() {
+            let message = &runs[i].0[next[i]];
+            if count == max_count || (count > 0 && bytes + message.weight > max_bytes) {
+                return Page::More { last };
+            }
+            heap.pop();
+            out.push(message.clone());
+            count += 1;
+            bytes += message.weight;
+            last = seq;
+            next[i] += 1;
+            if let Some(following) = runs[i].0.get(next[i]) {
+                heap.push(Reverse((following.id.seq, i)));
+            }
+        }
+        Page::Done { last }
+    }
+}
+
+/// Matched topics' runs after a resume point (see [`History::runs`]).
+struct Runs<'s, M> {
+    runs: Vec<(&'s VecDeque<SharedMessage<M>>, usize)>,
+    gap_through: Option<u64>,
+}
+
+/// What a resume point finds in the history (see [`History::survey`]).
+pub(super) struct Survey {
+    /// Retained messages after it.
+    pub count: usize,
+    /// Set when messages after it were evicted or lost: the newest such
+    /// sequence number (where continuity holds again).
+    pub gap_through: Option<u64>,
+}
+
+/// How a [`History::page`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Page {
+    /// The page is full; more messages follow `last`.
+    More {
+        /// Newest sequence number appended.
+        last: u64,
+    },
+    /// Every retained message after the cursor was appended; `last` is the
+    /// newest (the cursor itself if none).
+    Done {
+        /// Newest sequence number appended, or the cursor.
+        last: u64,
+    },
+    /// A message after the cursor is no longer retained.
+    Lost,
 }

@@ -43,7 +43,7 @@ mod history;
 mod message;
 mod shared;
 
-use alloc::{collections::BTreeMap, collections::VecDeque, sync::Arc, vec::Vec};
+use alloc::{boxed::Box, collections::BTreeMap, collections::VecDeque, sync::Arc, vec::Vec};
 use core::{fmt, task::Waker};
 
 use slab::Slab;
@@ -59,14 +59,15 @@ use crate::{
     message::{ConnectionId, Epoch, MessageId},
     topic::{IndexEntry, Pattern, PatternIndex, Topic},
 };
-use history::History;
+use history::{History, Page};
 
 /// Tuning for a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BrokerConfig {
     /// Messages a subscription may have waiting before it is marked lagged.
-    /// Replays are cut to this many messages (with a gap signal).
+    /// A replay is not bounded by it: it is paged from history at most
+    /// this many messages at a time as the subscription drains.
     pub queue_capacity: usize,
     /// Bytes (payload weight) a subscription may have waiting before it is
     /// marked lagged. A single larger message still goes to an empty queue.
@@ -168,7 +169,9 @@ pub struct Subscribed {
     /// Where the stream stands: the id to send with its first frame, so a
     /// client cut before any message resumes from here without loss.
     pub position: MessageId,
-    /// Messages from history queued ahead of live ones.
+    /// Messages the history held after the resume point when the
+    /// subscription opened: they are paged to it ahead of live ones (and
+    /// so is what is published while it catches up).
     pub replayed: usize,
 }
 
@@ -258,6 +261,23 @@ struct Sub<M> {
     waker: Option<Waker>,
     entries: Vec<IndexEntry>,
     connection: Option<ConnectionId>,
+    /// Set while the subscription catches up from history: live fan-out
+    /// skips it, and each drain pages the next messages after
+    /// `high_water` (its cursor) from the history, until a page reaches
+    /// the newest message and it turns live.
+    replaying: Option<Box<Replaying>>,
+}
+
+/// A subscription's replay cursor (its position is the sub's
+/// `high_water`).
+#[derive(Debug)]
+struct Replaying {
+    /// What the subscription matches, to page the history with.
+    patterns: Vec<Pattern>,
+    /// Messages up to this sequence number were already told missing
+    /// (`tidings.gap` at subscribe, or a notice since): evictions up to it
+    /// do not cut the replay.
+    told_through: u64,
 }
 
 /// Counters for metrics.
@@ -498,6 +518,41 @@ impl<M> Broker<M> {
             return Drain::Lagged;
         }
         if sub.queue.is_empty() {
+            if let (State::Live, Some(replaying)) = (sub.state, &sub.replaying) {
+                // Catching up: the next page of history, straight to `out`
+                // (bounded by `max` and the queue's bounds; never queued).
+                let start = out.len();
+                let page = self.history.page(
+                    &replaying.patterns,
+                    sub.high_water,
+                    replaying.told_through,
+                    max.min(self.config.queue_capacity).max(1),
+                    self.config.queue_bytes,
+                    out,
+                );
+                let n = out.len() - start;
+                self.delivered += n as u64;
+                match page {
+                    Page::More { last } => sub.high_water = last,
+                    Page::Done { .. } => {
+                        // Everything after the cursor was paged under this
+                        // lock, so live fan-out takes over with nothing
+                        // missed and nothing twice.
+                        sub.high_water = self.last;
+                        sub.replaying = None;
+                    }
+                    Page::Lost => {
+                        // History evicted past the cursor while it caught
+                        // up: drop it like a lagged subscriber; its client
+                        // resumes from its last id and is told the gap.
+                        sub.state = State::Lagged;
+                        sub.replaying = None;
+                        self.lagged += 1;
+                        return Drain::Lagged;
+                    }
+                }
+                return if n == 0 { Drain::Empty } else { Drain::Ready(n) };
+            }
             return match sub.state {
                 State::Closed => Drain::Closed,
                 _ => Drain::Empty,
@@ -509,6 +564,15 @@ impl<M> Broker<M> {
         sub.queued_bytes -= bytes;
         self.queued_bytes -= bytes;
         Drain::Ready(n)
+    }
+
+    /// True while `id` is catching up from history (it turns live once a
+    /// drain reaches the newest message).
+    pub fn is_replaying(&self, id: SubscriptionId) -> bool {
+        self.subs
+            .get(id.index as usize)
+            .filter(|s| s.generation == id.generation)
+            .is_some_and(|s| s.replaying.is_some())
     }
 
     /// Messages waiting for `id`.
@@ -536,9 +600,15 @@ impl<M: Weigh> Broker<M> {
     /// message is queued once), starting where `placement` says; with
     /// `connection`, publishers may name it in `exclude`.
     ///
-    /// Resuming queues every retained message after the resume id first,
+    /// Resuming delivers every retained message after the resume id first,
     /// oldest first, and live messages follow with no gap and no
-    /// duplicate. When that cannot be promised the answer carries the
+    /// duplicate. The replay is not copied here: the subscription keeps a
+    /// cursor into the history and each [`drain`](Self::drain) pages the
+    /// next messages (what is published meanwhile included) until it
+    /// reaches the newest one and turns live. If the history evicts a
+    /// message past the cursor before it is paged, the subscription is
+    /// marked lagged (its client resumes and is told the gap). When
+    /// continuity cannot be promised at subscribe, the answer carries the
     /// [`GapReason`] to tell the client.
     pub fn subscribe(
         &mut self,
@@ -547,7 +617,8 @@ impl<M: Weigh> Broker<M> {
         connection: Option<ConnectionId>,
     ) -> Subscribed {
         let mut gap = None;
-        let mut replay = Vec::new();
+        let mut replaying = None;
+        let mut replayed = 0;
         let mut high_water = self.last;
         let mut position = self.position();
         // Replay after this sequence number (with `gap` already decided, or
@@ -582,12 +653,7 @@ impl<M: Weigh> Broker<M> {
             Placement::After(id) | Placement::Ahead(id) => replay_after = Some(id.seq),
         }
         if let Some(after) = replay_after {
-            let found = self.history.replay(
-                patterns,
-                after,
-                self.config.queue_capacity,
-                self.config.queue_bytes,
-            );
+            let found = self.history.survey(patterns, after);
             let mut gap_through = found.gap_through;
             if after < self.floor {
                 gap_through = Some(gap_through.map_or(self.floor, |g| g.max(self.floor)));
@@ -595,18 +661,17 @@ impl<M: Weigh> Broker<M> {
             if gap_through.is_some() && gap.is_none() {
                 gap = Some(GapReason::HistoryTrimmed);
             }
-            replay = found.messages;
-            if found.cut {
-                // More than the queue holds: the newest were kept; say so.
-                gap = Some(GapReason::ReplayTooLong);
-                let before_kept = replay.first().map_or(self.last, |m| m.id.seq - 1);
-                gap_through = Some(before_kept);
+            let told_through = gap_through.unwrap_or(after);
+            position = MessageId::new(self.epoch, told_through);
+            if found.count > 0 {
+                replayed = found.count;
+                high_water = after;
+                replaying = Some(Box::new(Replaying {
+                    patterns: patterns.to_vec(),
+                    told_through,
+                }));
             }
-            position = MessageId::new(self.epoch, gap_through.unwrap_or(after));
         }
-        let replayed = replay.len();
-        let queued_bytes: usize = replay.iter().map(|m| m.weight).sum();
-        self.queued_bytes += queued_bytes;
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
         let slot = self.subs.vacant_entry();
@@ -618,12 +683,13 @@ impl<M: Weigh> Broker<M> {
         slot.insert(Sub {
             generation,
             state: State::Live,
-            queue: VecDeque::from(replay),
-            queued_bytes,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
             high_water,
             waker: None,
             entries,
             connection,
+            replaying,
         });
         if let Some(connection) = connection {
             self.connections.insert(connection, id);
@@ -712,7 +778,7 @@ impl<M: Weigh> Broker<M> {
             let Some(sub) = subs.get_mut(sid.index as usize) else {
                 return;
             };
-            if sub.state != State::Live || sub.high_water >= id.seq {
+            if sub.state != State::Live || sub.replaying.is_some() || sub.high_water >= id.seq {
                 return;
             }
             sub.high_water = id.seq;
@@ -772,6 +838,8 @@ impl<M: Weigh> Broker<M> {
         self.last = floor;
         self.floor = floor;
         for (_, sub) in self.subs.iter_mut() {
+            // A replay of the old epoch ends: the notice tells it.
+            sub.replaying = None;
             sub.high_water = floor;
         }
         let at = MessageId::new(epoch, floor);
@@ -798,7 +866,15 @@ impl<M: Weigh> Broker<M> {
             if sub.state != State::Live || !to(index, sub) {
                 continue;
             }
-            sub.high_water = sub.high_water.max(at.seq);
+            match &mut sub.replaying {
+                // Catching up: the notice goes ahead of the rest of the
+                // replay, whose cursor stays; the loss it tells no longer
+                // cuts the replay.
+                Some(replaying) => {
+                    replaying.told_through = replaying.told_through.max(at.seq);
+                }
+                None => sub.high_water = sub.high_water.max(at.seq),
+            }
             if enqueue(
                 sub,
                 &message,

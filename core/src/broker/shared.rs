@@ -209,6 +209,12 @@ impl<M, R: RawMutex> Subscription<M, R> {
         }
     }
 
+    /// True while the subscription catches up from history (see
+    /// [`Broker::subscribe`]); false once it is live or closed.
+    pub fn is_replaying(&self) -> bool {
+        self.open && self.broker.inner.lock().is_replaying(self.id)
+    }
+
     /// Unsubscribes now. Later calls, and the drop, do nothing.
     pub fn close(&mut self) {
         if core::mem::replace(&mut self.open, false) {
