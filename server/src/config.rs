@@ -187,6 +187,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
+    /// Most streams from one client IP catching up from history at once (a
+    /// resume with messages to replay; it counts until the replay reaches
+    /// live). Over it the resume is refused with 429 `too_many_replays`
+    /// and `Retry-After`.
+    #[arg(long, env = "TIDINGS_MAX_REPLAYS_PER_IP", default_value_t = 8)]
+    pub max_replays_per_ip: usize,
+
     /// Most open TCP connections of any kind (streams, publishes, idle
     /// keep-alive). Over it new connections get 503 and are closed, or are
     /// closed at accept once a small reserve for those answers is used up.

@@ -74,6 +74,13 @@ pub enum ApiError {
         /// The per-address limit.
         limit: usize,
     },
+    /// Too many streams from this client address replaying history at once
+    /// (429, `too_many_replays`).
+    #[error("too many streams from your address are replaying history at once (limit {limit}); retry after the others have caught up")]
+    TooManyReplays {
+        /// The per-address limit.
+        limit: usize,
+    },
     /// Too many streams in total (503, `server_full`).
     #[error("the server has reached its stream limit ({limit}); retry later")]
     ServerFull {
@@ -156,9 +163,9 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyFromIp { .. } | Self::TooManySocketsFromIp { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::TooManyFromIp { .. }
+            | Self::TooManySocketsFromIp { .. }
+            | Self::TooManyReplays { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerFull { .. } | Self::Unavailable(_) | Self::TooManySockets { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -183,6 +190,7 @@ impl ApiError {
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TooManyFromIp { .. } => "too_many_connections",
+            Self::TooManyReplays { .. } => "too_many_replays",
             Self::ServerFull { .. } => "server_full",
             Self::Unavailable(_) => "unavailable",
             Self::RequestTimeout { .. } => "request_timeout",

@@ -91,6 +91,62 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// Counts streams catching up from history per client address and refuses
+/// new ones over the limit ([`ApiError::TooManyReplays`]). A replay is
+/// paged from history as the stream drains, so each costs little at a
+/// time; the limit keeps one client from holding many cursors that chase
+/// the publishers at once.
+///
+/// ```
+/// use tidings_server::limits::ReplayLimiter;
+///
+/// let replays = ReplayLimiter::new(1);
+/// let ip = "192.0.2.1".parse().unwrap();
+/// let first = replays.acquire(ip).unwrap();
+/// assert!(replays.acquire(ip).is_err());
+/// drop(first); // caught up
+/// assert!(replays.acquire(ip).is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReplayLimiter {
+    counts: ConnectionLimiter,
+    max_per_ip: usize,
+}
+
+/// One stream's place among its address's replays; dropping it (when the
+/// stream turns live or ends) frees it.
+#[derive(Debug)]
+#[must_use = "the place is freed when the permit is dropped"]
+pub struct ReplayPermit {
+    _place: ConnectionPermit,
+}
+
+impl ReplayLimiter {
+    /// A limiter admitting at most `max_per_ip` replays per address.
+    pub fn new(max_per_ip: usize) -> Self {
+        Self {
+            counts: ConnectionLimiter::new(usize::MAX, max_per_ip),
+            max_per_ip,
+        }
+    }
+
+    /// Admits a replay for `ip`, or refuses it with
+    /// [`ApiError::TooManyReplays`].
+    pub fn acquire(&self, ip: IpAddr) -> Result<ReplayPermit, ApiError> {
+        self.counts
+            .acquire(ip)
+            .map(|place| ReplayPermit { _place: place })
+            .map_err(|_| ApiError::TooManyReplays {
+                limit: self.max_per_ip,
+            })
+    }
+
+    /// Replays running now.
+    pub fn running(&self) -> usize {
+        self.counts.open()
+    }
+}
+
 /// Descriptors kept free for everything but client connections (files,
 /// Redis, NATS, the runtime).
 pub const SPARE_FILES: usize = 128;

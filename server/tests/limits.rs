@@ -91,3 +91,80 @@ async fn global_limit_is_503_with_retry_after() {
     assert_eq!(a.event().await.last_event_id, id);
     assert_eq!(b.event().await.last_event_id, id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replays_per_ip_are_limited_with_429_and_freed_when_live() {
+    let t = start_with(|a| {
+        a.max_replays_per_ip = 1;
+        a.max_body_bytes = 1 << 20;
+    })
+    .await;
+    // 15 MB of history over 20 topics: more than a stuck socket buffers.
+    let first = t.publish_one("demo:r:0", json!(0)).await;
+    let pad = "x".repeat(1500);
+    for round in 0..100 {
+        let batch: Vec<_> = (0..100)
+            .map(|i| json!({"topic": format!("demo:r:{}", i % 20), "data": {"n": round * 100 + i, "pad": pad}}))
+            .collect();
+        t.publish(&json!(batch), None).await.unwrap();
+    }
+
+    // A resume that does not read: it stays behind, replaying.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(t.server.local_addr()).await.unwrap();
+    let request = format!(
+        "GET /events?topic=demo%3Ar%3A*&lastEventId={first} HTTP/1.1\r\nhost: test\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, request.as_bytes())
+        .await
+        .unwrap();
+    eventually("the stuck resume to be replaying", async || {
+        t.metric("tidings_replays").await == 1.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(t.metric("tidings_replays").await, 1.0, "still replaying");
+
+    // A second resume from the same address is refused, typed.
+    let r = t
+        .subscribe_with(&["demo:r:*"], &[("lastEventId", first.as_str())], |r| r)
+        .await
+        .err()
+        .expect("over the replay limit");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.code(), "too_many_replays");
+    assert_eq!(r.headers["retry-after"], "5");
+    assert!(r.message().contains("limit 1"), "{}", r.message());
+    assert_eq!(t.metric("tidings_connections").await, 1.0, "refused: no stream left");
+
+    // Live streams, and resumes with nothing to replay, are not replays.
+    let mut live = t.subscribe(&["demo:r:*"]).await.unwrap();
+    live.connected().await;
+    let newest = t.publish_one("demo:r:1", json!("newest")).await;
+    let mut caught_up = t
+        .subscribe_with(&["demo:r:*"], &[("lastEventId", newest.as_str())], |r| r)
+        .await
+        .unwrap();
+    caught_up.connected().await;
+
+    // The stuck client goes away: its place is free again.
+    drop(stuck);
+    eventually("the replay place to be freed", async || {
+        t.metric("tidings_replays").await == 0.0
+    })
+    .await;
+    let mut again = t
+        .subscribe_with(&["demo:r:*"], &[("lastEventId", first.as_str())], |r| r)
+        .await
+        .unwrap();
+    again.connected().await;
+    for n in 0..10_000 {
+        let event = again.event().await;
+        assert_eq!(data(&event)["n"], n, "in order, no gap");
+    }
+    eventually("the replay to end once live", async || {
+        t.metric("tidings_replays").await == 0.0
+    })
+    .await;
+}

@@ -162,6 +162,13 @@ pub(super) async fn subscribe(
             )
         })?;
     let (subscription, subscribed) = (opened.subscription, opened.subscribed);
+    // A stream catching up from history holds a replay place of its
+    // address until it is live (the subscription is dropped if refused).
+    let replay = if subscription.is_replaying() {
+        Some(state.replays.acquire(ip)?)
+    } else {
+        None
+    };
     // Listed under each exact topic (not under what a pattern matches).
     let mut listed: Vec<Topic> = patterns
         .iter()
@@ -201,6 +208,7 @@ pub(super) async fn subscribe(
         patterns: topic_count,
         metrics: state.metrics.clone(),
         _permit: permit,
+        replay,
         slot: state
             .watchdog
             .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),

@@ -31,7 +31,7 @@ use crate::{
     auth::Authenticator,
     engine::Engine,
     error::ApiError,
-    limits::ConnectionLimiter,
+    limits::{ConnectionLimiter, ReplayLimiter},
     metrics::Metrics,
     presence::Presence,
     stream::{ConnectionInfo, Watchdog},
@@ -54,6 +54,8 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// Most clients one `GET /presence` answer lists.
     pub presence_page_max: usize,
+    /// Most streams per client IP replaying history at once.
+    pub max_replays_per_ip: usize,
 }
 
 /// State shared by every request.
@@ -63,6 +65,7 @@ pub struct AppState {
     pub(crate) engine: Arc<dyn Engine>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) limiter: ConnectionLimiter,
+    pub(crate) replays: ReplayLimiter,
     pub(crate) watchdog: Arc<Watchdog>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) shutting_down: AtomicBool,
@@ -88,6 +91,7 @@ impl AppState {
         write_timeout: Duration,
     ) -> Self {
         Self {
+            replays: ReplayLimiter::new(settings.max_replays_per_ip),
             settings,
             auth,
             engine,

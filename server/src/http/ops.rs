@@ -62,6 +62,11 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         );
     };
     gauge(
+        "tidings_replays",
+        "Streams catching up from history (each holds a place of --max-replays-per-ip).",
+        state.replays.running(),
+    );
+    gauge(
         "tidings_history_messages",
         "Messages retained for resuming.",
         stats.retained,

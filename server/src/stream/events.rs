@@ -19,7 +19,7 @@ use tidings_core::{
 use super::watchdog::SlotGuard;
 use crate::{
     engine::{FrameSubscription, clock},
-    limits::ConnectionPermit,
+    limits::{ConnectionPermit, ReplayPermit},
     metrics::{DropReason, Metrics},
     presence::PresenceGuard,
 };
@@ -41,6 +41,8 @@ pub(crate) struct StreamParts {
     pub patterns: usize,
     pub metrics: Arc<Metrics>,
     pub _permit: ConnectionPermit,
+    /// Held while the subscription replays history; dropped once it is live.
+    pub replay: Option<ReplayPermit>,
     pub slot: SlotGuard,
     /// Keeps the stream listed in presence; dropping it tells the leave.
     pub _presence: Option<PresenceGuard>,
@@ -118,6 +120,9 @@ impl Stream for EventStream {
                 pieces.push(this.parts.farewell.clone());
                 this.ending = Some(DropReason::Shutdown);
             }
+        }
+        if this.parts.replay.is_some() && !this.parts.subscription.is_replaying() {
+            this.parts.replay = None; // Caught up: live now.
         }
         if !this.batch.is_empty() {
             let now = clock::now_us();
