@@ -344,3 +344,29 @@ fn parse_id(id: &str) -> (String, u64) {
         .unwrap_or_else(|| panic!("not a Tidings id: {id}"));
     (epoch.to_owned(), seq.parse().unwrap())
 }
+
+#[tokio::test]
+async fn a_fresh_instance_replays_more_than_its_queue_from_the_loaded_history_without_a_gap() {
+    let key = KeyGuard::new("paged");
+    let a = Instance::start(&key.url, &key.key, &[]);
+    let first = a.publish("demo:paged:0", json!(-1)).await;
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let batch: Vec<(String, Value)> = (0..100)
+            .map(|i| (format!("demo:paged:{}", i % 3), json!(round * 100 + i)))
+            .collect();
+        let batch: Vec<(&str, Value)> = batch.iter().map(|(t, v)| (t.as_str(), v.clone())).collect();
+        ids.extend(a.publish_batch(&batch).await);
+    }
+    // A queue of 16 and 500 messages to replay, loaded from Redis at start.
+    let late = Instance::start(&key.url, &key.key, &["--queue", "16"]);
+    let mut s = late.subscribe(&["demo:paged:*"], Some(&first)).await;
+    s.connected().await;
+    for (n, id) in ids.iter().enumerate() {
+        let e = s.event().await;
+        assert_eq!(e.event_type, "message", "no gap: {e:?}");
+        assert_eq!((&e.last_event_id, e.data), (id, n.to_string()));
+    }
+    let live = a.publish("demo:paged:1", json!("live")).await;
+    assert_eq!(s.event().await.last_event_id, live);
+}
