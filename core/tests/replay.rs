@@ -7,7 +7,9 @@
 //! drains, stepped explicitly.
 
 use tidings_core::{
-    broker::{Broker, BrokerConfig, Drain, HistoryLimits, Placement, SharedMessage, SubscriptionId},
+    broker::{
+        Broker, BrokerConfig, Drain, HistoryLimits, Placement, SharedMessage, SubscriptionId,
+    },
     log::GapReason,
     message::{Epoch, MessageId},
     topic::{Pattern, Topic},
@@ -126,7 +128,10 @@ fn ten_thousand_behind_with_a_queue_of_64_while_publishers_keep_going() {
             assert!(n <= 16);
         }
         got.extend(out.iter().map(|m| *m.payload()));
-        assert!(b.stats().queued_bytes <= 64 * 8, "bounded, never the replay");
+        assert!(
+            b.stats().queued_bytes <= 64 * 8,
+            "bounded, never the replay"
+        );
         if live_at.is_none() && !b.is_replaying(s.id) {
             live_at = Some(step);
         }
@@ -156,12 +161,19 @@ fn eviction_past_the_cursor_drops_the_replay_and_the_resume_is_told() {
     for i in 20..40 {
         b.publish(t("a"), i, None);
     }
-    assert_eq!(b.drain(s.id, &mut out, 4), Drain::Lagged, "never a silent loss");
+    assert_eq!(
+        b.drain(s.id, &mut out, 4),
+        Drain::Lagged,
+        "never a silent loss"
+    );
     assert_eq!(out.len(), 4);
     b.unsubscribe(s.id);
     let again = b.subscribe(&[p("a")], resume(&b, last), None);
     assert_eq!(again.gap, Some(GapReason::HistoryTrimmed));
-    assert_eq!(drain_all(&mut b, again.id, 8), (20..40).collect::<Vec<u64>>());
+    assert_eq!(
+        drain_all(&mut b, again.id, 8),
+        (20..40).collect::<Vec<u64>>()
+    );
 }
 
 #[test]

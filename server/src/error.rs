@@ -76,7 +76,9 @@ pub enum ApiError {
     },
     /// Too many streams from this client address replaying history at once
     /// (429, `too_many_replays`).
-    #[error("too many streams from your address are replaying history at once (limit {limit}); retry after the others have caught up")]
+    #[error(
+        "too many streams from your address are replaying history at once (limit {limit}); retry after the others have caught up"
+    )]
     TooManyReplays {
         /// The per-address limit.
         limit: usize,

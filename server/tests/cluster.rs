@@ -355,7 +355,8 @@ async fn a_fresh_instance_replays_more_than_its_queue_from_the_loaded_history_wi
         let batch: Vec<(String, Value)> = (0..100)
             .map(|i| (format!("demo:paged:{}", i % 3), json!(round * 100 + i)))
             .collect();
-        let batch: Vec<(&str, Value)> = batch.iter().map(|(t, v)| (t.as_str(), v.clone())).collect();
+        let batch: Vec<(&str, Value)> =
+            batch.iter().map(|(t, v)| (t.as_str(), v.clone())).collect();
         ids.extend(a.publish_batch(&batch).await);
     }
     // A queue of 16 and 500 messages to replay, loaded from Redis at start.

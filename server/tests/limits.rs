@@ -136,7 +136,11 @@ async fn concurrent_replays_per_ip_are_limited_with_429_and_freed_when_live() {
     assert_eq!(r.code(), "too_many_replays");
     assert_eq!(r.headers["retry-after"], "5");
     assert!(r.message().contains("limit 1"), "{}", r.message());
-    assert_eq!(t.metric("tidings_connections").await, 1.0, "refused: no stream left");
+    assert_eq!(
+        t.metric("tidings_connections").await,
+        1.0,
+        "refused: no stream left"
+    );
 
     // Live streams, and resumes with nothing to replay, are not replays.
     let mut live = t.subscribe(&["demo:r:*"]).await.unwrap();

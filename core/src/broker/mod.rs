@@ -551,7 +551,11 @@ impl<M> Broker<M> {
                         return Drain::Lagged;
                     }
                 }
-                return if n == 0 { Drain::Empty } else { Drain::Ready(n) };
+                return if n == 0 {
+                    Drain::Empty
+                } else {
+                    Drain::Ready(n)
+                };
             }
             return match sub.state {
                 State::Closed => Drain::Closed,
