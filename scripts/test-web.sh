@@ -74,7 +74,9 @@ run_step "npm package in Chromium (playwright-core)" \
   env -C web TIDINGS_SERVER_BIN="$tmp/tidings-server" \
   node --test --test-concurrency=1 --test-timeout=900000 --test-reporter=spec tests/
 
+# --workspace, not -p: the same features as `cargo test --workspace`, so the
+# test binary it built is reused instead of rebuilt (a minute on a new machine).
 run_step "The server over HTTPS and HTTP/2 in Chromium (EventSource, fetch)" \
-  cargo test -p tidings-server --test tls -- --ignored chromium
+  cargo test --workspace --test tls -- --ignored chromium
 
 run_step "npm package: packed tarball in a fresh Vite + TypeScript app" web/consumer-test/run.sh
