@@ -9,6 +9,27 @@ use std::{
     time::Duration,
 };
 
+/// Appends one metric without labels (`# HELP`, `# TYPE`, value) in the
+/// Prometheus text format; `kind` is `"gauge"` or `"counter"`.
+///
+/// ```
+/// let mut out = String::new();
+/// tidings_server::metrics::write_metric(&mut out, "gauge", "tidings_up", "1 when up.", 1);
+/// assert_eq!(out, "# HELP tidings_up 1 when up.\n# TYPE tidings_up gauge\ntidings_up 1\n");
+/// ```
+pub fn write_metric(
+    out: &mut String,
+    kind: &str,
+    name: &str,
+    help: &str,
+    value: impl std::fmt::Display,
+) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
 /// Why a stream was dropped by the server or ended by the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -112,53 +133,51 @@ impl Metrics {
     /// Renders everything in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let mut gauge = |name: &str, help: &str, value: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge(
-            "tidings_connections",
-            "Open event streams.",
-            self.streams.load(Relaxed),
-        );
-        gauge(
-            "tidings_tcp_connections",
-            "Open TCP connections being served (streams, requests, idle keep-alive).",
-            self.tcp_connections.load(Relaxed),
-        );
-        gauge(
-            "tidings_subscriptions",
-            "Topics and patterns subscribed by open streams.",
-            self.patterns.load(Relaxed),
-        );
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            "tidings_messages_published_total",
-            "Messages accepted for delivery.",
-            self.published.load(Relaxed),
-        );
-        counter(
-            "tidings_messages_delivered_total",
-            "Messages written to streams (one per subscriber).",
-            self.delivered.load(Relaxed),
-        );
-        counter(
-            "tidings_requests_rejected_total",
-            "Requests answered with an error.",
-            self.rejected.load(Relaxed),
-        );
-        counter(
-            "tidings_tcp_refused_total",
-            "TCP connections refused over the connection caps.",
-            self.tcp_refused.load(Relaxed),
-        );
+        let gauges = [
+            (
+                "tidings_connections",
+                "Open event streams.",
+                self.streams.load(Relaxed),
+            ),
+            (
+                "tidings_tcp_connections",
+                "Open TCP connections being served (streams, requests, idle keep-alive).",
+                self.tcp_connections.load(Relaxed),
+            ),
+            (
+                "tidings_subscriptions",
+                "Topics and patterns subscribed by open streams.",
+                self.patterns.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            write_metric(&mut out, "gauge", name, help, value);
+        }
+        let counters = [
+            (
+                "tidings_messages_published_total",
+                "Messages accepted for delivery.",
+                self.published.load(Relaxed),
+            ),
+            (
+                "tidings_messages_delivered_total",
+                "Messages written to streams (one per subscriber).",
+                self.delivered.load(Relaxed),
+            ),
+            (
+                "tidings_requests_rejected_total",
+                "Requests answered with an error.",
+                self.rejected.load(Relaxed),
+            ),
+            (
+                "tidings_tcp_refused_total",
+                "TCP connections refused over the connection caps.",
+                self.tcp_refused.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            write_metric(&mut out, "counter", name, help, value);
+        }
         let _ = writeln!(
             out,
             "# HELP tidings_stream_drops_total Streams ended, by reason.\n# TYPE tidings_stream_drops_total counter"

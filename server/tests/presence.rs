@@ -93,6 +93,12 @@ async fn exact_subscribers_are_listed_with_their_unverified_info_until_they_leav
     assert!(clients[0]["since"].as_u64().unwrap() <= clients[1]["since"].as_u64().unwrap());
     assert_eq!(answer["next"], Value::Null);
     assert_eq!(listed(&server, "demo:other").await, vec![bob_id.clone()]);
+    // /metrics counts the entries (Ann: one topic, Bob: two) and their joins.
+    eventually("three entries and their joins counted", async || {
+        server.metric("tidings_presence_entries").await == 3.0
+            && server.metric("tidings_presence_joins_total").await == 3.0
+    })
+    .await;
 
     drop(ann);
     eventually("Ann gone", async || {
@@ -105,6 +111,12 @@ async fn exact_subscribers_are_listed_with_their_unverified_info_until_they_leav
     })
     .await;
     assert!(listed(&server, "demo:other").await.is_empty());
+    assert_eq!(server.metric("tidings_presence_entries").await, 0.0);
+    eventually("three leaves counted", async || {
+        server.metric("tidings_presence_leaves_total").await == 3.0
+    })
+    .await;
+    assert_eq!(server.metric("tidings_presence_failures_total").await, 0.0);
 }
 
 #[tokio::test]

@@ -1,9 +1,6 @@
 //! `GET /healthz` and `GET /metrics`.
 
-use std::{
-    fmt::Write as _,
-    sync::{Arc, Mutex, atomic::Ordering::Relaxed},
-};
+use std::sync::{Arc, Mutex, atomic::Ordering::Relaxed};
 
 use axum::{
     extract::State,
@@ -13,7 +10,7 @@ use axum::{
 use serde_json::json;
 
 use super::AppState;
-use crate::error::ENGINE_UNAVAILABLE;
+use crate::{error::ENGINE_UNAVAILABLE, metrics::write_metric};
 
 pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Relaxed) {
@@ -55,37 +52,37 @@ fn last_logged() -> std::sync::MutexGuard<'static, Option<String>> {
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
     let stats = state.engine.hub().stats();
-    let mut gauge = |name: &str, help: &str, value: usize| {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    gauge(
-        "tidings_replays",
-        "Streams catching up from history (each holds a place of --max-replays-per-ip).",
-        state.replays.running(),
-    );
-    gauge(
-        "tidings_history_messages",
-        "Messages retained for resuming.",
-        stats.retained,
-    );
-    gauge(
-        "tidings_history_bytes",
-        "Bytes of retained messages.",
-        stats.retained_bytes,
-    );
-    gauge(
-        "tidings_history_topics",
-        "Topics with retained messages.",
-        stats.topics,
-    );
-    gauge(
-        "tidings_queued_bytes",
-        "Bytes of messages waiting in streams' queues.",
-        stats.queued_bytes,
-    );
+    let gauges = [
+        (
+            "tidings_replays",
+            "Streams catching up from history (each holds a place of --max-replays-per-ip).",
+            state.replays.running(),
+        ),
+        (
+            "tidings_history_messages",
+            "Messages retained for resuming.",
+            stats.retained,
+        ),
+        (
+            "tidings_history_bytes",
+            "Bytes of retained messages.",
+            stats.retained_bytes,
+        ),
+        (
+            "tidings_history_topics",
+            "Topics with retained messages.",
+            stats.topics,
+        ),
+        (
+            "tidings_queued_bytes",
+            "Bytes of messages waiting in streams' queues.",
+            stats.queued_bytes,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        write_metric(&mut text, "gauge", name, help, value);
+    }
+    state.presence.render_metrics(&mut text);
     state.engine.render_metrics(&mut text);
     let mut response = text.into_response();
     response.headers_mut().insert(

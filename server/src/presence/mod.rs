@@ -41,7 +41,10 @@ mod store;
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -57,7 +60,7 @@ pub use memory::MemoryPresence;
 pub use redis::RedisPresence;
 pub use store::{BadCursor, Cursor, Expired, Member, Page, PresenceStore};
 
-use crate::engine::Engine;
+use crate::{engine::Engine, metrics::write_metric};
 
 /// Prefix of the server-owned topic where a topic's joins and leaves travel.
 pub const EVENTS_PREFIX: &str = "$presence:";
@@ -139,6 +142,17 @@ pub struct Presence {
     refreshing: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     stop: CancellationToken,
+    counts: Counts,
+}
+
+/// What `/metrics` says about presence on this instance.
+#[derive(Debug, Default)]
+struct Counts {
+    joins: AtomicU64,
+    leaves: AtomicU64,
+    expired: AtomicU64,
+    /// Store or engine calls that failed (each is logged as a warning).
+    failures: AtomicU64,
 }
 
 impl std::fmt::Debug for Presence {
@@ -162,6 +176,7 @@ impl Presence {
             refreshing: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            counts: Counts::default(),
         })
     }
 
@@ -219,7 +234,10 @@ impl Presence {
                 self.publish(EventType::JOIN, events).await;
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot refresh presence entries"),
+            Err(e) => {
+                self.counts.failures.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "cannot refresh presence entries")
+            }
         }
     }
 
@@ -230,6 +248,7 @@ impl Presence {
                     entries = expired.len(),
                     "presence entries expired (an instance stopped refreshing them)"
                 );
+                self.counts.expired.fetch_add(expired.len() as u64, Relaxed);
                 self.publish(
                     EventType::LEAVE,
                     expired.iter().map(|e| (&e.topic, &e.member)),
@@ -253,9 +272,20 @@ impl Presence {
                 Some(Outgoing::new(twin, kind.clone(), event_data(topic, member)))
             })
             .collect();
+        let told = if kind == EventType::JOIN {
+            &self.counts.joins
+        } else {
+            &self.counts.leaves
+        };
         for chunk in messages.chunks(EVENTS_PER_PUBLISH) {
-            if let Err(e) = self.engine.publish(chunk.to_vec()).await {
-                tracing::warn!(error = %e, kind = %kind, "cannot publish presence events");
+            match self.engine.publish(chunk.to_vec()).await {
+                Ok(_) => {
+                    told.fetch_add(chunk.len() as u64, Relaxed);
+                }
+                Err(e) => {
+                    self.counts.failures.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %e, kind = %kind, "cannot publish presence events");
+                }
             }
         }
     }
@@ -284,6 +314,7 @@ impl Presence {
         let (told, published) = tokio::sync::oneshot::channel();
         let joined = self.tasks.spawn(async move {
             if let Err(e) = this.store.add(&t, &m, this.ttl).await {
+                this.counts.failures.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, %connection, "cannot add a presence entry; the stream is not listed");
                 return false;
             }
@@ -321,8 +352,52 @@ impl Presence {
                 self.publish(EventType::LEAVE, gone).await;
             }
             Err(e) => {
+                self.counts.failures.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, connection = %member.connection, "cannot remove a presence entry; it expires instead")
             }
+        }
+    }
+
+    /// Appends presence's metrics (Prometheus text) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let listed: usize = self
+            .own
+            .lock()
+            .values()
+            .map(|(topics, _)| topics.len())
+            .sum();
+        write_metric(
+            out,
+            "gauge",
+            "tidings_presence_entries",
+            "Presence entries of this instance's streams (one per stream and topic).",
+            listed,
+        );
+        let c = &self.counts;
+        let counters = [
+            (
+                "tidings_presence_joins_total",
+                "tidings.join events this instance published.",
+                &c.joins,
+            ),
+            (
+                "tidings_presence_leaves_total",
+                "tidings.leave events this instance published (expired entries included).",
+                &c.leaves,
+            ),
+            (
+                "tidings_presence_expired_total",
+                "Entries this instance found expired (their instance stopped refreshing them).",
+                &c.expired,
+            ),
+            (
+                "tidings_presence_failures_total",
+                "Presence store or publish calls that failed (each is logged).",
+                &c.failures,
+            ),
+        ];
+        for (name, help, value) in counters {
+            write_metric(out, "counter", name, help, value.load(Relaxed));
         }
     }
 
