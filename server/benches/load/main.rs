@@ -425,10 +425,27 @@ async fn run_all(o: &Options) -> Vec<Row> {
     }
     let specs = ready;
 
-    let redis_pid = match &o.redis {
-        Some(url) => redis_server_pid(url).await,
-        None => None,
+    // The engines' server processes on this machine, whose CPU is
+    // reported beside the server's: Redis by `INFO server`, the NATS nodes
+    // by the ports of the `--nats` URLs (list every node to count them all).
+    let redis_pids: Vec<u32> = match &o.redis {
+        Some(url) => redis_server_pid(url).await.into_iter().collect(),
+        None => Vec::new(),
     };
+    let nats_pids: Vec<u32> = o
+        .nats
+        .iter()
+        .flat_map(|urls| urls.split(','))
+        .filter_map(|url| {
+            url.trim()
+                .rsplit(':')
+                .next()?
+                .trim_end_matches('/')
+                .parse()
+                .ok()
+        })
+        .flat_map(process::listening_pids)
+        .collect();
     let mut rows = Vec::new();
     for name in &o.scenarios {
         // Runs alternate between the servers, so that both see the same
@@ -453,7 +470,12 @@ async fn run_all(o: &Options) -> Vec<Row> {
                     run + 1,
                     o.runs
                 );
-                let row = run_one(spec, name, &shape, redis_pid, o.quick).await;
+                let engine_pids = match spec.broker {
+                    "redis" => &redis_pids[..],
+                    "nats" => &nats_pids[..],
+                    _ => &[],
+                };
+                let row = run_one(spec, name, &shape, engine_pids, o.quick).await;
                 eprintln!("   {}", row.summary());
                 runs.push(row);
             }
@@ -472,7 +494,7 @@ async fn run_one(
     spec: &ServerSpec,
     scenario_name: &str,
     shape: &Shape,
-    redis_pid: Option<u32>,
+    engine_pids: &[u32],
     quick: bool,
 ) -> Row {
     let label = format!("{}-{}-{scenario_name}", spec.name, spec.broker);
@@ -485,11 +507,6 @@ async fn run_one(
     {
         return Row::error(scenario_name, spec.name, spec.broker, shape, e);
     }
-    let redis_pid = if spec.broker == "redis" {
-        redis_pid
-    } else {
-        None
-    };
     let outcome = if scenario_name == "replay" {
         let flood = replay::Flood {
             history_topics: 100,
@@ -498,7 +515,7 @@ async fn run_one(
         };
         replay::run(server.addr, server.pid(), shape, &flood).await
     } else {
-        scenario::run(server.addr, server.pid(), redis_pid, shape).await
+        scenario::run(server.addr, server.pid(), engine_pids, shape).await
     };
     let mut row = Row::new(scenario_name, spec.name, spec.broker, shape, outcome);
     if !server.is_running() {

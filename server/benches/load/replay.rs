@@ -78,7 +78,7 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape, flood: &Flood) -> Ou
     let seed_s = seeded.elapsed().as_secs_f64();
     let mut quiet_shape = shape.clone();
     quiet_shape.prefix = format!("{}:quiet", shape.prefix);
-    let quiet = scenario::run(addr, pid, None, &quiet_shape).await;
+    let quiet = scenario::run(addr, pid, &[], &quiet_shape).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -90,7 +90,7 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape, flood: &Flood) -> Ou
     let started = Instant::now();
     let mut loud_shape = shape.clone();
     loud_shape.prefix = format!("{}:loud", shape.prefix);
-    let mut loud = scenario::run(addr, pid, None, &loud_shape).await;
+    let mut loud = scenario::run(addr, pid, &[], &loud_shape).await;
     let replays = count.load(Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Release);

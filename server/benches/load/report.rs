@@ -346,9 +346,13 @@ pub fn markdown(
             let measures = if r.idle() {
                 " | | | | | ".to_owned()
             } else {
-                let redis = o
-                    .redis_cpu_per_million()
-                    .map(|r| format!(" (+{r:.3} Redis)"))
+                let engine = match r.broker.as_str() {
+                    "nats" => "NATS",
+                    _ => "Redis",
+                };
+                let engine = o
+                    .engine_cpu_per_million()
+                    .map(|c| format!(" (+{c:.3} {engine})"))
                     .unwrap_or_default();
                 let multiple = if floor.write_us > 0.0 {
                     format!(" ({:.1}× floor)", o.cpu_per_million() / floor.write_us)
@@ -356,7 +360,7 @@ pub fn markdown(
                     String::new()
                 };
                 format!(
-                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3}{multiple}{redis} | {:.3}",
+                    "{:.0} | {:.2} | {:.2} | {:.2} | {:.3}{multiple}{engine} | {:.3}",
                     o.rate(),
                     ms(o.p50_us),
                     ms(o.p99_us),

@@ -89,8 +89,9 @@ pub struct Outcome {
     pub server_cpu_s: f64,
     /// CPU seconds the load generator itself used over the same phase.
     pub generator_cpu_s: f64,
-    /// CPU seconds the Redis server used over the same phase (Redis rows).
-    pub redis_cpu_s: Option<f64>,
+    /// CPU seconds the engine's servers on this machine (Redis, or the
+    /// NATS nodes) used over the same phase (cluster rows).
+    pub engine_cpu_s: Option<f64>,
     pub rss_per_conn: Option<f64>,
     /// The server's RSS (MiB) before the idle streams opened and after.
     pub rss_mib: (f64, f64),
@@ -114,9 +115,9 @@ impl Outcome {
     pub fn cpu_per_million(&self) -> f64 {
         self.server_cpu_s / self.deliveries.max(1) as f64 * 1e6
     }
-    /// Redis server CPU seconds per million deliveries (Redis rows).
-    pub fn redis_cpu_per_million(&self) -> Option<f64> {
-        Some(self.redis_cpu_s? / self.deliveries.max(1) as f64 * 1e6)
+    /// The engine's servers' CPU seconds per million deliveries (cluster rows).
+    pub fn engine_cpu_per_million(&self) -> Option<f64> {
+        Some(self.engine_cpu_s? / self.deliveries.max(1) as f64 * 1e6)
     }
     /// Load generator CPU seconds per million deliveries.
     pub fn generator_cpu_per_million(&self) -> f64 {
@@ -182,8 +183,9 @@ impl Shared {
 }
 
 /// Runs `shape` against the server at `addr` whose process id is `pid`.
-/// `redis_pid`, when given, is the Redis server whose CPU time is read too.
-pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Shape) -> Outcome {
+/// `engine_pids` are the engine's server processes on this machine (Redis,
+/// NATS nodes) whose CPU time is read too.
+pub async fn run(addr: SocketAddr, pid: u32, engine_pids: &[u32], shape: &Shape) -> Outcome {
     let topics: Vec<String> = (0..shape.topics)
         .map(|i| format!("{}:{i}", shape.prefix))
         .collect();
@@ -281,7 +283,7 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
 
     let cpu_before = process::cpu_seconds(pid).unwrap_or(f64::NAN);
     let own_cpu_before = process::cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
-    let redis_cpu_before = redis_pid.and_then(process::cpu_seconds);
+    let engine_cpu_before = process::total_cpu_seconds(engine_pids);
     let started_us = now_us();
     let publisher = {
         let (shared, topics, pace) = (shared.clone(), topics.clone(), shape.pace);
@@ -311,7 +313,7 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
     }
     let cpu_after = process::cpu_seconds(pid).unwrap_or(f64::NAN);
     let own_cpu_after = process::cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
-    let redis_cpu_after = redis_pid.and_then(process::cpu_seconds);
+    let engine_cpu_after = process::total_cpu_seconds(engine_pids);
     let finished_us = shared
         .last_receipt_us
         .load(Ordering::Acquire)
@@ -362,8 +364,8 @@ pub async fn run(addr: SocketAddr, pid: u32, redis_pid: Option<u32>, shape: &Sha
     }
     outcome.server_cpu_s = cpu_after - cpu_before;
     outcome.generator_cpu_s = own_cpu_after - own_cpu_before;
-    if let (Some(after), Some(before)) = (redis_cpu_after, redis_cpu_before) {
-        outcome.redis_cpu_s = Some(after - before);
+    if let (Some(after), Some(before)) = (engine_cpu_after, engine_cpu_before) {
+        outcome.engine_cpu_s = Some(after - before);
     }
     let published_us = shared.published_us.load(Ordering::Acquire);
     if published_us > started_us {
