@@ -7,7 +7,10 @@ use alloc::{
 use core::cmp::Reverse;
 
 use super::SharedMessage;
-use crate::topic::{Pattern, Topic};
+use crate::{
+    message::ConnectionId,
+    topic::{Pattern, Topic},
+};
 
 /// Bounds on what the history keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,8 +226,8 @@ impl<M> History<M> {
         }
     }
 
-    /// Appends to `out` the next retained messages after `after` on topics
-    /// matched by `patterns`, oldest first and without duplicates, at most
+    /// Appends to `out` the next retained messages after `cursor.after` on
+    /// topics matched by `cursor.patterns`, oldest first and without duplicates, at most
     /// `max_count` of them and `max_bytes` of payload (at least one).
     ///
     /// Runs under the broker's lock, so its cost is bounded by the page and
@@ -232,18 +235,26 @@ impl<M> History<M> {
     /// topic's run is already in id order (found by binary search), and
     /// the runs are merged from `after` until the page is full.
     ///
-    /// A message after `after` (and after `told_through`, up to where a gap
+    /// Messages published with `exclude` naming `cursor.skip` are passed over
+    /// (at most 8 times the page's count are looked at, so a page may come
+    /// back [`Page::More`] and empty).
+    ///
+    /// A message after the cursor (and after `told_through`, up to where a gap
     /// was already told) that is no longer retained makes the page
     /// [`Page::Lost`] and appends nothing.
     pub fn page(
         &self,
-        patterns: &[Pattern],
-        after: u64,
-        told_through: u64,
+        cursor: Cursor<'_>,
         max_count: usize,
         max_bytes: usize,
         out: &mut Vec<SharedMessage<M>>,
     ) -> Page {
+        let Cursor {
+            patterns,
+            after,
+            told_through,
+            skip,
+        } = cursor;
         let Runs { runs, gap_through } = self.runs(patterns, after);
         if gap_through.is_some_and(|g| g > told_through) {
             return Page::Lost;
@@ -255,17 +266,24 @@ impl<M> History<M> {
             .map(|(i, (run, start))| Reverse((run[*start].id.seq, i)))
             .collect();
         let mut next: Vec<usize> = runs.iter().map(|(_, start)| *start).collect();
-        let (mut count, mut bytes) = (0, 0);
+        let (mut count, mut bytes, mut looked) = (0, 0, 0);
         let mut last = after;
         while let Some(&Reverse((seq, i))) = heap.peek() {
             let message = &runs[i].0[next[i]];
-            if count == max_count || (count > 0 && bytes + message.weight > max_bytes) {
+            if count == max_count
+                || (count > 0 && bytes + message.weight > max_bytes)
+                || looked == max_count.saturating_mul(8)
+            {
                 return Page::More { last };
             }
             heap.pop();
-            out.push(message.clone());
-            count += 1;
-            bytes += message.weight;
+            looked += 1;
+            let excluded = skip.is_some() && message.exclude.as_deref() == skip.as_ref();
+            if !excluded {
+                out.push(message.clone());
+                count += 1;
+                bytes += message.weight;
+            }
             last = seq;
             next[i] += 1;
             if let Some(following) = runs[i].0.get(next[i]) {
@@ -280,6 +298,18 @@ impl<M> History<M> {
 struct Runs<'s, M> {
     runs: Vec<(&'s VecDeque<SharedMessage<M>>, usize)>,
     gap_through: Option<u64>,
+}
+
+/// Where a replay stands, for [`History::page`].
+pub(super) struct Cursor<'a> {
+    /// What the subscription matches.
+    pub patterns: &'a [Pattern],
+    /// The newest sequence number already delivered (or resumed from).
+    pub after: u64,
+    /// Losses up to here were already told.
+    pub told_through: u64,
+    /// The subscription's stream, to pass over messages excluding it.
+    pub skip: Option<ConnectionId>,
 }
 
 /// What a resume point finds in the history (see [`History::survey`]).

@@ -1,6 +1,6 @@
 use alloc::{boxed::Box, string::String, sync::Arc, vec::Vec};
 
-use crate::message::MessageId;
+use crate::message::{ConnectionId, MessageId};
 use crate::topic::Topic;
 
 /// A published message as every subscriber sees it: stored once, shared
@@ -11,6 +11,9 @@ pub struct Message<M> {
     pub(super) topic: Topic,
     pub(super) payload: M,
     pub(super) weight: usize,
+    /// The stream that must not receive it (boxed: most messages name
+    /// none, and history keeps it for streams that page their replay).
+    pub(super) exclude: Option<Box<ConnectionId>>,
 }
 
 impl<M> Message<M> {

@@ -59,7 +59,7 @@ use crate::{
     message::{ConnectionId, Epoch, MessageId},
     topic::{IndexEntry, Pattern, PatternIndex, Topic},
 };
-use history::{History, Page};
+use history::{Cursor, History, Page};
 
 /// Tuning for a [`Broker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +191,9 @@ pub struct Published {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Drain {
-    /// This many messages were moved to the output.
+    /// This many messages were moved to the output. `Ready(0)`: a replay
+    /// page found only messages published with `exclude` naming this
+    /// subscription's stream; drain again (the scan per drain is bounded).
     Ready(usize),
     /// Nothing is waiting; register a waker and try later.
     Empty,
@@ -522,10 +524,14 @@ impl<M> Broker<M> {
                 // Catching up: the next page of history, straight to `out`
                 // (bounded by `max` and the queue's bounds; never queued).
                 let start = out.len();
+                let cursor = Cursor {
+                    patterns: &replaying.patterns,
+                    after: sub.high_water,
+                    told_through: replaying.told_through,
+                    skip: sub.connection,
+                };
                 let page = self.history.page(
-                    &replaying.patterns,
-                    sub.high_water,
-                    replaying.told_through,
+                    cursor,
                     max.min(self.config.queue_capacity).max(1),
                     self.config.queue_bytes,
                     out,
@@ -551,10 +557,9 @@ impl<M> Broker<M> {
                         return Drain::Lagged;
                     }
                 }
-                return if n == 0 {
-                    Drain::Empty
-                } else {
-                    Drain::Ready(n)
+                return match page {
+                    Page::Done { .. } if n == 0 => Drain::Empty,
+                    _ => Drain::Ready(n),
                 };
             }
             return match sub.state {
@@ -759,6 +764,7 @@ impl<M: Weigh> Broker<M> {
             topic,
             payload,
             weight,
+            exclude: exclude.map(Box::new),
         });
         self.last = id.seq;
         self.published += 1;
@@ -859,6 +865,7 @@ impl<M: Weigh> Broker<M> {
             topic: self.notice_topic.clone(),
             payload: notice,
             weight,
+            exclude: None,
         });
         let limits = (
             self.config.queue_capacity,

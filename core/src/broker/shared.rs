@@ -172,6 +172,12 @@ impl<M, R: RawMutex> Subscription<M, R> {
         }
         let mut broker = self.broker.inner.lock();
         match broker.drain(self.id, out, max) {
+            Drain::Ready(0) => {
+                // A replay page held only messages excluded for this
+                // stream: come back for the next one.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Drain::Ready(n) => Poll::Ready(Ok(n)),
             Drain::Empty => {
                 broker.register_waker(self.id, cx.waker());
