@@ -13,9 +13,10 @@
 //! - [`Subjects`]: topics and patterns as subjects, and back.
 //! - [`Stream::publish`]: JetStream publish with acknowledgement,
 //!   `Nats-Msg-Id` from the idempotency key.
-//! - [`Live`]: core subscriptions on the republished subjects of the
-//!   patterns this instance needs (by interest), with
-//!   [`ConnectionEvent`]s saying when live messages may have been missed.
+//! - [`minimal_cover`]: which republished subjects this instance holds
+//!   core subscriptions on (by interest); the follower owns them, with
+//!   [`ConnectionEvent`]s saying when live messages may have been missed
+//!   and a periodic probe of the head for losses nothing else shows.
 //! - [`Stream::next_matching`] and [`Stream::head`]: replay and chain repair
 //!   with direct gets; the head also tells whether the stream has quorum.
 
@@ -35,7 +36,7 @@ pub use engine::NatsEngine;
 pub use entry::{Publication, StreamEntry};
 pub use health::{NatsHealth, run_probe};
 pub use kv::open_bucket;
-pub use live::{Live, LiveEvent, minimal_cover};
+pub use live::minimal_cover;
 pub use presence::NatsPresence;
 pub use stream::{ConnectionEvent, NatsPublishError, Published, Replay, Stream, StreamHead};
 pub use subject::{BadPrefix, Subjects};
