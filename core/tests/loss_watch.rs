@@ -287,3 +287,29 @@ fn random_losses_are_all_accounted_for() {
         assert_eq!(all, i.delivered, "delivered in order, seed {seed}");
     }
 }
+
+#[test]
+fn spaced_checks_still_find_the_loss_later_and_do_fewer_walks() {
+    let mut log = Log::default();
+    let mut i = Instance::new(&["a", "b"], 0, 64);
+    i.watch.set_spacing(5 * EVERY);
+    let mut now = 0;
+    let mut lost = None;
+    for round in 0..20 {
+        let seq = log.append(if round % 2 == 0 { "a" } else { "other" });
+        if round == 18 {
+            lost = Some(seq); // a's last one: never arrives
+        } else {
+            i.receive(&log, seq);
+        }
+        now += EVERY;
+        i.probe(&log, now);
+    }
+    for _ in 0..8 {
+        now += EVERY;
+        i.probe(&log, now);
+    }
+    assert!(i.walks <= 6, "{} walks", i.walks);
+    assert_eq!(i.delivered.last().copied(), lost);
+    assert!(i.accounted(&log, 0));
+}

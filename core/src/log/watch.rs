@@ -29,6 +29,11 @@
 //!   other topics in a busy interval is then found only by its topic's
 //!   chain).
 //!
+//! - A check's cost grows with the interest (the engine walks each
+//!   subscribed pattern), so checks can be spaced out
+//!   ([`set_spacing`](LossWatch::set_spacing)): a large interest is checked
+//!   less often, at a bounded rate of work.
+//!
 //! The watch never reads a clock or a socket: time and the head are passed
 //! in.
 
@@ -65,6 +70,10 @@ pub struct LossWatch {
     seen: BTreeSet<u64>,
     /// More arrived than `budget`: `seen` is incomplete.
     overflowed: bool,
+    /// Least time between two checks.
+    spacing_us: u64,
+    /// When the last check was asked for.
+    last_check_us: Option<u64>,
 }
 
 impl LossWatch {
@@ -80,7 +89,17 @@ impl LossWatch {
             pending: None,
             seen: BTreeSet::new(),
             overflowed: false,
+            spacing_us: 0,
+            last_check_us: None,
         }
+    }
+
+    /// Asks for at least `spacing_us` between two checks (0: a check as
+    /// soon as a head is `grace` old). An engine whose check costs one
+    /// request per subscribed pattern sets it in proportion to their
+    /// number, which bounds its rate of requests.
+    pub fn set_spacing(&mut self, spacing_us: u64) {
+        self.spacing_us = spacing_us;
     }
 
     /// Every entry of the interest at or below this is accounted for.
@@ -117,8 +136,13 @@ impl LossWatch {
             self.seen.clear();
             self.checked = self.checked.max(position);
         }
+        let spaced = self
+            .last_check_us
+            .is_none_or(|last| now_us >= last.saturating_add(self.spacing_us));
         let due = match self.pending {
-            Some((through, at)) if now_us >= at.saturating_add(self.grace_us) => Some(through),
+            Some((through, at)) if spaced && now_us >= at.saturating_add(self.grace_us) => {
+                Some(through)
+            }
             _ => None,
         };
         if let Some(through) = due {
@@ -127,6 +151,7 @@ impl LossWatch {
                 self.pending = Some((head, now_us));
             }
             if through > self.checked {
+                self.last_check_us = Some(now_us);
                 return Probe::Check {
                     after: self.checked,
                     through,
@@ -150,6 +175,8 @@ impl LossWatch {
 
     /// Starts over after `start` (a new epoch: sequence numbers restart).
     pub fn restart(&mut self, start: u64) {
+        let spacing_us = self.spacing_us;
         *self = Self::new(start, self.grace_us, self.budget);
+        self.spacing_us = spacing_us;
     }
 }

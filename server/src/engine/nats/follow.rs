@@ -75,6 +75,11 @@ pub(super) const LOSS_GRACE: Duration = Duration::from_millis(800);
 /// deliveries of other topics in a busy second is then found only by its
 /// topic's chain (its next message).
 pub(super) const LOSS_BUDGET: usize = 256;
+/// A check costs one direct get per subscribed pattern (plus one per
+/// message that arrived): checks are spaced so that the patterns' part
+/// stays under this many gets per second (an instance subscribed to 500
+/// patterns or fewer checks every second, one with 10,000 every 20 s).
+pub(super) const LOSS_GETS_PER_SECOND: u64 = 500;
 
 /// What the engine asks of its follower.
 pub(super) enum Control {
@@ -151,10 +156,11 @@ impl Follower {
             return;
         }
         let position = self.hub.position().seq;
-        let probe = self
-            .watch
-            .lock()
-            .probe(clock::now_us(), position, head.last_seq);
+        let probe = {
+            let mut watch = self.watch.lock();
+            watch.set_spacing(self.since.len() as u64 * 1_000_000 / LOSS_GETS_PER_SECOND);
+            watch.probe(clock::now_us(), position, head.last_seq)
+        };
         if let Probe::Check { after, through } = probe {
             match self.check(after, through).await {
                 Ok(()) => self.watch.lock().checked(through),
