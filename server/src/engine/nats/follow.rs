@@ -32,6 +32,7 @@ use std::{
 };
 
 use futures_core::Stream as _;
+use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 use tidings_core::{
     broker::SubscriptionId,
@@ -80,6 +81,8 @@ pub(super) const LOSS_BUDGET: usize = 256;
 /// stays under this many gets per second (an instance subscribed to 500
 /// patterns or fewer checks every second, one with 10,000 every 20 s).
 pub(super) const LOSS_GETS_PER_SECOND: u64 = 500;
+/// Patterns a check walks at once.
+const LOSS_WALKS_AT_ONCE: usize = 16;
 
 /// What the engine asks of its follower.
 pub(super) enum Control {
@@ -203,28 +206,56 @@ impl Follower {
     /// streams of the others' topics `tidings.gap` (later messages were
     /// delivered already).
     async fn check(&mut self, after: u64, through: u64) -> Result<(), String> {
-        let patterns: Vec<(Pattern, u64)> =
-            self.since.iter().map(|(p, s)| (p.clone(), *s)).collect();
+        self.health.loss_checks.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        // The patterns are walked side by side (a few at a time), so a
+        // check holds live delivery for about one pattern's walk, not all.
+        let walks: Vec<_> = self
+            .since
+            .iter()
+            .map(|(pattern, &since)| {
+                let filter = self.stream.subjects().stored_filter(pattern);
+                let stream = self.stream.clone();
+                async move {
+                    let mut entries = Vec::new();
+                    let mut from = after.max(since).saturating_add(1);
+                    while from <= through && entries.len() <= MAX_RESCAN {
+                        let Some(entry) = stream.next_matching(&filter, from).await? else {
+                            break;
+                        };
+                        if entry.seq > through {
+                            break;
+                        }
+                        from = entry.seq + 1;
+                        entries.push(entry);
+                    }
+                    Ok::<_, String>(entries)
+                }
+            })
+            .collect();
+        let found: Vec<Result<Vec<StreamEntry>, String>> = futures_util::stream::iter(walks)
+            .buffer_unordered(LOSS_WALKS_AT_ONCE)
+            .collect()
+            .await;
+        tracing::debug!(
+            patterns = self.since.len(),
+            after,
+            through,
+            micros = started.elapsed().as_micros() as u64,
+            "loss check walked the subscribed patterns"
+        );
         let mut missing: Vec<StreamEntry> = Vec::new();
-        for (pattern, since) in patterns {
-            let filter = self.stream.subjects().stored_filter(&pattern);
-            let mut from = after.max(since).saturating_add(1);
-            while from <= through {
-                let Some(entry) = self.stream.next_matching(&filter, from).await? else {
-                    break;
-                };
-                if entry.seq > through {
-                    break;
-                }
-                from = entry.seq + 1;
-                if !self.watch.lock().seen(entry.seq) {
-                    missing.push(entry);
-                }
-            }
-            if missing.len() > MAX_RESCAN {
-                self.declare_lost(through);
-                return Ok(());
-            }
+        let mut truncated = false;
+        for walk in found {
+            let walk = walk?;
+            // The walk stopped at its limit: what lies beyond is unknown.
+            truncated |= walk.len() > MAX_RESCAN;
+            let watch = self.watch.lock();
+            missing.extend(walk.into_iter().filter(|e| !watch.seen(e.seq)));
+        }
+        if truncated || missing.len() > MAX_RESCAN {
+            self.declare_lost(through);
+            return Ok(());
         }
         if missing.is_empty() {
             return Ok(());

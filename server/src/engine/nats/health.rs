@@ -37,6 +37,9 @@ pub struct NatsHealth {
     /// Messages fetched to repair a broken per-subject chain or after a
     /// reconnect (the core subscriptions lost them).
     pub refetches: AtomicU64,
+    /// Loss checks run (the probe found the stream moved past what this
+    /// instance checked; each walks the subscribed patterns).
+    pub loss_checks: AtomicU64,
     /// Republished messages received.
     pub received: AtomicU64,
     /// Highest sequence received live.
@@ -141,6 +144,12 @@ impl NatsHealth {
             "tidings_nats_refetches_total",
             "Messages fetched from the stream because live delivery missed them.",
             self.refetches.load(Relaxed),
+        );
+        one(
+            "counter",
+            "tidings_nats_loss_checks_total",
+            "Loss checks: walks of the subscribed patterns for messages the live path lost (at most one a second).",
+            self.loss_checks.load(Relaxed),
         );
         one(
             "counter",
