@@ -527,6 +527,11 @@ async fn a_topics_last_message_lost_live_still_reaches_its_subscribers_or_they_a
         &prefix,
     ]);
     assert_eq!(a.health().await, StatusCode::OK);
+    // History before the subscription (its start is above the sequences a
+    // recreated stream begins with, in part 3).
+    for i in 0..5 {
+        a.publish("demo:before", json!(i)).await;
+    }
     let mut sub = a.subscribe(&["demo:loss:*"], None).await;
     sub.connected().await;
     let first = a.publish("demo:loss:a", json!("first")).await;
@@ -564,5 +569,33 @@ async fn a_topics_last_message_lost_live_still_reaches_its_subscribers_or_they_a
     let extra = event_within(&mut sub, Duration::from_secs(3)).await;
     assert!(extra.is_none(), "{extra:?}");
     assert!(a.metric("tidings_nats_refetches_total").await >= 1.0);
+
+    // 3. The stream is deleted and created again (sequences restart at
+    // 1, below where the instance stood): the streams are told, and a
+    // loss in the new epoch is still found.
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("tidings".into(), "tidings".into())
+        .connect(nats.url(0))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut old = js.get_stream(&name).await.unwrap();
+    let config = old.info().await.unwrap().config.clone();
+    js.delete_stream(&name).await.unwrap();
+    js.create_stream(config).await.unwrap();
+    let told = event_within(&mut sub, Duration::from_secs(8))
+        .await
+        .expect("a notice");
+    assert_eq!(told.1, "tidings.gap", "{told:?}");
+    let again = a.publish("demo:loss:a", json!("again")).await;
+    assert_eq!(seq(&again), 1);
+    let got = event_within(&mut sub, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.0, again);
+    let lost_new = a.publish("demo:loss:b", json!("lost-new")).await;
+    let got = event_within(&mut sub, Duration::from_secs(8)).await;
+    println!("loss in a new epoch: {got:?}");
+    assert_eq!(got.expect("the lost message within 8 s").0, lost_new);
     drop(nats);
 }

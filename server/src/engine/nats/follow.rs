@@ -193,6 +193,10 @@ impl Follower {
         let _ = self.hub.resync(state, ticket, clock::now_us());
         self.held.clear();
         self.watch.lock().restart(head.last_seq);
+        // Sequences restart: each pattern's start is the new stream's head.
+        for since in self.since.values_mut() {
+            *since = head.last_seq;
+        }
         tracing::warn!(
             epoch = %Epoch::from_random(created),
             "the JetStream stream was created again (sequences restart): this instance's streams were told with tidings.gap"
