@@ -29,6 +29,9 @@
 //!   resume id ahead of this instance is waited for only if Redis has
 //!   produced it (its `n` says so); otherwise the stream gets a gap and
 //!   goes live.
+//! - **A thread of its own** runs the Redis connections (the publisher's
+//!   and the reader's): their round trips never queue behind the stream
+//!   tasks of the server's runtime, which a burst of deliveries fills.
 //! - **Redis goes away or stalls**: a probe every 250 ms turns `/healthz`
 //!   503 within a second; publishes answer 503 (with "may have been
 //!   published" when it was sent but not confirmed: retry with the same
@@ -55,7 +58,7 @@ use tidings_core::{
     log::{GapReason, LogState},
     message::{Epoch, MessageId, Outgoing},
 };
-use tokio::task::JoinHandle;
+use tokio::{runtime::Handle, task::JoinHandle};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use self::{
@@ -132,6 +135,11 @@ pub enum RedisStartError {
         /// What failed.
         source: RedisError,
     },
+    /// The engine's thread could not be started.
+    #[error(
+        "cannot start the thread for Redis connections: {0}; the system may be out of threads or memory"
+    )]
+    Thread(std::io::Error),
     /// The stream key holds something that is not a Tidings stream.
     #[error(
         "cannot use Redis key `{key}` as the shared stream: {reason}; choose another --redis-stream-key"
@@ -177,6 +185,43 @@ async fn read_state(con: &mut MultiplexedConnection, key: &str) -> Result<Stream
     })
 }
 
+/// Starts the thread that runs the engine's Redis connections (their
+/// drivers and the reader) until `stop` (the engine dropped): a reply is read, and the publish
+/// that waits for it woken, at once, instead of after every stream task
+/// the server's runtime has queued (a delivery wakes them all).
+fn start_io_thread(stop: CancellationToken) -> std::io::Result<Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("tidings-redis".into())
+        .spawn(move || runtime.block_on(stop.cancelled()))?;
+    Ok(handle)
+}
+
+/// Opens a connection on the engine's thread (`io`), so that its driver
+/// runs there.
+async fn open(
+    io: &Handle,
+    client: &Client,
+    config: AsyncConnectionConfig,
+) -> Result<MultiplexedConnection, RedisError> {
+    let client = client.clone();
+    io.spawn(async move {
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(RedisError::from((
+            ::redis::ErrorKind::Io,
+            "the thread for Redis connections has stopped",
+        )))
+    })
+}
+
 /// The publisher's connection and when connecting last failed.
 #[derive(Default)]
 struct Publisher {
@@ -192,6 +237,8 @@ pub struct RedisEngine {
     settings: RedisSettings,
     meta_key: String,
     publisher: parking_lot::Mutex<Publisher>,
+    /// The engine's thread (see [`start_io_thread`]).
+    io: Handle,
     /// One connection attempt at a time; the others wait for its outcome.
     connecting: tokio::sync::Mutex<()>,
     health: Arc<Health>,
@@ -199,6 +246,8 @@ pub struct RedisEngine {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
+    /// Ends the engine's thread.
+    _io_on_drop: DropGuard,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -227,8 +276,12 @@ impl RedisEngine {
             addr: addr.clone(),
             source,
         };
-        let mut con = client
-            .get_multiplexed_async_connection_with_config(&publisher_config(&settings))
+        // The thread ends when the engine drops (publishes still work
+        // after `shutdown`), or here if starting fails.
+        let io_stop = CancellationToken::new();
+        let io_on_drop = io_stop.clone().drop_guard();
+        let io = start_io_thread(io_stop).map_err(RedisStartError::Thread)?;
+        let mut con = open(&io, &client, publisher_config(&settings))
             .await
             .map_err(unreachable)?;
         let bad_stream = |e: RedisError| {
@@ -281,7 +334,7 @@ impl RedisEngine {
             health: health.clone(),
             settings: settings.clone(),
         };
-        let reader = tokio::spawn(reader.run(cursor, stop.clone()));
+        let reader = io.spawn(reader.run(cursor, stop.clone()));
         let engine = Self {
             meta_key: meta_key(&settings.stream_key),
             hub,
@@ -291,11 +344,13 @@ impl RedisEngine {
                 con: Some((0, con)),
                 ..Publisher::default()
             }),
+            io,
             connecting: tokio::sync::Mutex::new(()),
             health,
             published: AtomicU64::new(0),
             tasks: std::sync::Mutex::new(vec![reader]),
             _stop_on_drop: stop.clone().drop_guard(),
+            _io_on_drop: io_on_drop,
             stop,
         };
         Ok(engine)
@@ -382,10 +437,7 @@ impl RedisEngine {
                 )));
             }
         }
-        let made = self
-            .client
-            .get_multiplexed_async_connection_with_config(&publisher_config(&self.settings))
-            .await;
+        let made = open(&self.io, &self.client, publisher_config(&self.settings)).await;
         let mut publisher = self.publisher.lock();
         match made {
             Ok(con) => {

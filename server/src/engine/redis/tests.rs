@@ -515,3 +515,41 @@ async fn the_blocking_read_outlasts_the_clients_default_response_timeout() {
     assert_eq!(a.reader_connects(), 1, "the reader never reconnected");
     assert!(a.ready().is_ok());
 }
+
+/// The engine's connections run on a thread of their own: the reader feeds
+/// the hub even while the caller's runtime is busy (as a burst of
+/// deliveries keeps the server's), so reads and publish replies never
+/// queue behind stream tasks.
+#[tokio::test]
+async fn the_reader_follows_while_the_callers_runtime_is_busy() {
+    let key = Key::new("busy-runtime");
+    let engine = key.engine().await;
+    let settings = key.0.clone();
+    // Another instance publishes while this runtime's only thread is taken.
+    let id = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let other = RedisEngine::connect(settings, HubConfig::default())
+                    .await
+                    .unwrap();
+                let id = publish(&other, vec![message("a:b", "1")]).await[0];
+                other.shutdown().await;
+                id
+            })
+    })
+    .join()
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.hub().position() != id && std::time::Instant::now() < deadline {
+        // Busy: this task never yields to the runtime.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        engine.hub().position(),
+        id,
+        "the reader waited for the caller's runtime"
+    );
+}
