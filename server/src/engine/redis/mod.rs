@@ -230,9 +230,26 @@ struct Publisher {
     failed_at: Option<Instant>,
 }
 
-/// The cluster engine. See the [module docs](self).
-pub struct RedisEngine {
-    hub: Arc<Hub>,
+/// A publish waiting to go out in a group.
+struct Queued {
+    batch: Vec<Outgoing>,
+    done: tokio::sync::oneshot::Sender<Result<Vec<Accepted>, PublishError>>,
+}
+
+/// Publishes waiting for the group in flight to be answered.
+#[derive(Default)]
+struct Groups {
+    queue: std::collections::VecDeque<Queued>,
+    /// A task is sending groups (it empties `queue` before it ends).
+    sending: bool,
+}
+
+/// Most messages one publish script carries when publishes are grouped.
+const GROUP_MESSAGES: usize = 256;
+
+/// The publisher's side of the engine: its connection, and the publishes
+/// queued behind the group in flight.
+struct Link {
     client: Client,
     settings: RedisSettings,
     meta_key: String,
@@ -241,6 +258,15 @@ pub struct RedisEngine {
     io: Handle,
     /// One connection attempt at a time; the others wait for its outcome.
     connecting: tokio::sync::Mutex<()>,
+    groups: parking_lot::Mutex<Groups>,
+    /// Publish scripts sent (one per group).
+    scripts: AtomicU64,
+}
+
+/// The cluster engine. See the [module docs](self).
+pub struct RedisEngine {
+    hub: Arc<Hub>,
+    link: Arc<Link>,
     health: Arc<Health>,
     published: AtomicU64,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -254,7 +280,7 @@ impl std::fmt::Debug for RedisEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEngine")
             .field("redis", &self.addr())
-            .field("stream_key", &self.settings.stream_key)
+            .field("stream_key", &self.link.settings.stream_key)
             .field("health", &self.health)
             .finish_non_exhaustive()
     }
@@ -336,16 +362,20 @@ impl RedisEngine {
         };
         let reader = io.spawn(reader.run(cursor, stop.clone()));
         let engine = Self {
-            meta_key: meta_key(&settings.stream_key),
             hub,
-            client,
-            settings,
-            publisher: parking_lot::Mutex::new(Publisher {
-                con: Some((0, con)),
-                ..Publisher::default()
+            link: Arc::new(Link {
+                meta_key: meta_key(&settings.stream_key),
+                client,
+                settings,
+                publisher: parking_lot::Mutex::new(Publisher {
+                    con: Some((0, con)),
+                    ..Publisher::default()
+                }),
+                io,
+                connecting: tokio::sync::Mutex::new(()),
+                groups: parking_lot::Mutex::default(),
+                scripts: AtomicU64::new(0),
             }),
-            io,
-            connecting: tokio::sync::Mutex::new(()),
             health,
             published: AtomicU64::new(0),
             tasks: std::sync::Mutex::new(vec![reader]),
@@ -383,9 +413,9 @@ impl RedisEngine {
 
     async fn probe(&self) {
         let outcome = tokio::time::timeout(PROBE_TIMEOUT, async {
-            let (generation, mut con) = self.connection().await?;
+            let (generation, mut con) = self.link.connection().await?;
             let pong: Result<String, RedisError> = ::redis::cmd("PING").query_async(&mut con).await;
-            pong.inspect_err(|e| self.discard(generation, e))
+            pong.inspect_err(|e| self.link.discard(generation, e))
         })
         .await;
         self.health.probe(match outcome {
@@ -400,17 +430,24 @@ impl RedisEngine {
 
     /// Host and port of Redis (no credentials).
     pub fn addr(&self) -> String {
-        self.client.get_connection_info().addr().to_string()
+        self.link.addr()
     }
 
     /// The cluster settings in force.
     pub fn settings(&self) -> &RedisSettings {
-        &self.settings
+        &self.link.settings
     }
 
     /// Times the reader has (re)connected to Redis since start.
     pub fn reader_connects(&self) -> u64 {
         self.health.connects.load(Relaxed)
+    }
+}
+
+impl Link {
+    /// Host and port of Redis (no credentials).
+    fn addr(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
     }
 
     /// The shared publisher connection, made when there is none. Never holds
@@ -520,6 +557,105 @@ impl RedisEngine {
             ReplyError::Bad(why) => unavailable(&why),
         })
     }
+
+    /// Queues `batch` behind the group in flight and waits for its ids:
+    /// the publishes that arrive while one script is answered go out
+    /// together in the next, so concurrent publishes share a round trip
+    /// (and Redis one script run) instead of taking one each. Groups go
+    /// out one at a time, in the order their publishes came.
+    async fn publish_grouped(
+        self: &Arc<Self>,
+        batch: Vec<Outgoing>,
+    ) -> Result<Vec<Accepted>, PublishError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut groups = self.groups.lock();
+            groups.queue.push_back(Queued { batch, done });
+            !std::mem::replace(&mut groups.sending, true)
+        };
+        if start {
+            let link = self.clone();
+            self.io.spawn(async move { link.send_groups().await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(PublishError::Uncertain(EngineError::new(format!(
+                "the publish to Redis at {} was cut off: the engine stopped",
+                self.addr()
+            ))))
+        })
+    }
+
+    /// Sends the queued publishes, a group at a time, until none wait.
+    async fn send_groups(&self) {
+        loop {
+            let mut group = {
+                let mut groups = self.groups.lock();
+                let mut group: Vec<Queued> = Vec::new();
+                let mut messages = 0;
+                while let Some(next) = groups.queue.front() {
+                    if next.done.is_closed() {
+                        // Its publisher gave up (timeout, client gone): it
+                        // was never sent, so it is never published.
+                        groups.queue.pop_front();
+                        continue;
+                    }
+                    // A batch with idempotency keys goes alone: a reused
+                    // key refuses its own batch, never its neighbours'.
+                    let keyed = next.batch.iter().any(|m| m.idempotency_key.is_some());
+                    if !group.is_empty() && (keyed || messages + next.batch.len() > GROUP_MESSAGES)
+                    {
+                        break;
+                    }
+                    let Some(next) = groups.queue.pop_front() else {
+                        break;
+                    };
+                    messages += next.batch.len();
+                    group.push(next);
+                    if keyed {
+                        break;
+                    }
+                }
+                if group.is_empty() {
+                    groups.sending = false;
+                    return;
+                }
+                group
+            };
+            let mut sizes = Vec::with_capacity(group.len());
+            let mut all = Vec::new();
+            for queued in &mut group {
+                sizes.push(queued.batch.len());
+                all.append(&mut queued.batch);
+            }
+            self.scripts.fetch_add(1, Relaxed);
+            let outcome = tokio::time::timeout(self.settings.publish_timeout, self.append(&all))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PublishError::Uncertain(EngineError::new(format!(
+                        "Redis at {} did not confirm the publish within {} ms",
+                        self.addr(),
+                        self.settings.publish_timeout.as_millis()
+                    ))))
+                });
+            match outcome {
+                Ok(accepted) => {
+                    let mut accepted = accepted.into_iter();
+                    for (queued, size) in group.into_iter().zip(sizes) {
+                        let _ = queued.done.send(Ok(accepted.by_ref().take(size).collect()));
+                    }
+                }
+                Err(e) => {
+                    for queued in group {
+                        let _ = queued.done.send(Err(match &e {
+                            PublishError::Unavailable(e) => PublishError::Unavailable(e.clone()),
+                            PublishError::Uncertain(e) => PublishError::Uncertain(e.clone()),
+                            PublishError::KeyReused(reused) => PublishError::KeyReused(*reused),
+                        }));
+                    }
+                }
+            }
+        }
+    }
 }
 
 enum ReplyError {
@@ -560,8 +696,8 @@ fn parse_publish_reply(reply: &Value, count: usize) -> Result<Vec<Accepted>, Rep
 impl Engine for RedisEngine {
     fn presence_store(&self) -> Arc<dyn crate::presence::PresenceStore> {
         Arc::new(crate::presence::RedisPresence::new(
-            self.client.clone(),
-            &self.settings.stream_key,
+            self.link.client.clone(),
+            &self.link.settings.stream_key,
         ))
     }
 
@@ -574,13 +710,15 @@ impl Engine for RedisEngine {
             if batch.is_empty() {
                 return Ok(Vec::new());
             }
-            let outcome = tokio::time::timeout(self.settings.publish_timeout, self.append(&batch))
+            let count = batch.len();
+            let timeout = self.link.settings.publish_timeout;
+            let outcome = tokio::time::timeout(timeout, self.link.publish_grouped(batch))
                 .await
                 .unwrap_or_else(|_| {
                     Err(PublishError::Uncertain(EngineError::new(format!(
                         "Redis at {} did not confirm the publish within {} ms",
                         self.addr(),
-                        self.settings.publish_timeout.as_millis()
+                        timeout.as_millis()
                     ))))
                 });
             match &outcome {
@@ -592,11 +730,11 @@ impl Engine for RedisEngine {
                 }
                 Err(PublishError::Unavailable(e)) => {
                     self.health.publish_unavailable.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, count = batch.len(), "publish refused: Redis unavailable");
+                    tracing::warn!(error = %e, count, "publish refused: Redis unavailable");
                 }
                 Err(PublishError::Uncertain(e)) => {
                     self.health.publish_uncertain.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, count = batch.len(), "publish not confirmed by Redis");
+                    tracing::warn!(error = %e, count, "publish not confirmed by Redis");
                 }
                 Err(_) => {}
             }
@@ -610,14 +748,14 @@ impl Engine for RedisEngine {
                 return Ok(placement);
             };
             let asked = tokio::time::timeout(Duration::from_secs(1), async {
-                let (generation, mut con) = self.connection().await?;
+                let (generation, mut con) = self.link.connection().await?;
                 let head: Result<(Option<String>, Option<u64>), RedisError> = ::redis::cmd("HMGET")
-                    .arg(&self.meta_key)
+                    .arg(&self.link.meta_key)
                     .arg("epoch")
                     .arg("n")
                     .query_async(&mut con)
                     .await;
-                head.inspect_err(|e| self.discard(generation, e))
+                head.inspect_err(|e| self.link.discard(generation, e))
             })
             .await;
             match asked {

@@ -344,7 +344,7 @@ async fn entries_trimmed_while_an_instance_was_away_are_announced_to_its_streams
         .unwrap();
     // b's reader comes back after the first entry.
     let reader = Reader {
-        client: b.client.clone(),
+        client: b.link.client.clone(),
         hub: b.hub.clone(),
         health: b.health.clone(),
         settings: key.0.clone(),
@@ -396,7 +396,7 @@ async fn a_stream_that_went_back_gets_a_new_epoch_so_no_id_is_reused() {
         .await
         .unwrap();
     let reader = Reader {
-        client: a.client.clone(),
+        client: a.link.client.clone(),
         hub: a.hub.clone(),
         health: a.health.clone(),
         settings: key.0.clone(),
@@ -551,5 +551,57 @@ async fn the_reader_follows_while_the_callers_runtime_is_busy() {
         engine.hub().position(),
         id,
         "the reader waited for the caller's runtime"
+    );
+}
+
+/// Publishes that arrive while a script is in flight go out together in
+/// the next one; each is answered with its own ids, in order, and a batch
+/// with an idempotency key goes alone (its conflict refuses only itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishes_share_a_script_and_keep_their_own_ids_and_order() {
+    let key = Key::new("groups");
+    let engine = Arc::new(key.engine().await);
+    let (mut sub, _, _) = subscribe(&engine, "q:>", None).await;
+    let mut tasks = Vec::new();
+    for p in 0..16 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..8 {
+                let batch = vec![message("q:x", &format!("{p}.{i}")), message("q:x", "x")];
+                ids.push(publish(&engine, batch).await);
+            }
+            ids
+        }));
+    }
+    let mut conflicting = message("q:x", "a");
+    conflicting.idempotency_key = Some(IdempotencyKey::new("k").unwrap());
+    publish(&engine, vec![conflicting.clone()]).await;
+    conflicting.data = "b".into();
+    let refused = engine.publish(vec![message("q:x", "c"), conflicting]).await;
+    assert!(matches!(
+        refused,
+        Err(PublishError::KeyReused(KeyReused { index: 1, .. }))
+    ));
+    let mut all = Vec::new();
+    for task in tasks {
+        for ids in task.await.unwrap() {
+            assert_eq!(ids.len(), 2);
+            assert_eq!(ids[1].seq, ids[0].seq + 1, "a batch stays together");
+            all.extend(ids.iter().map(|id| id.seq));
+        }
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 256, "every message its own id");
+    let got = recv(&mut sub, 257).await;
+    assert!(
+        got.windows(2).all(|w| w[0].0.seq < w[1].0.seq),
+        "delivered in log order"
+    );
+    let scripts = engine.link.scripts.load(Relaxed);
+    assert!(
+        scripts < 16 * 8,
+        "{scripts} scripts for 129 publishes: none grouped"
     );
 }
