@@ -90,6 +90,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Registered before anything is printed: whoever waits for the
+        // "listening on" line may send SIGTERM at once, and a signal that
+        // arrives before its handler would kill the process with no
+        // shutdown (and a non-zero status).
+        let stop = stop_signal();
         let public = args.public_patterns();
         let warnings = args.warnings();
         let server = match tidings_server::start(args).await {
@@ -132,7 +137,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let _ = out.flush();
         drop(out);
 
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down");
         server.shutdown().await;
         tracing::info!("stopped");
@@ -140,24 +145,34 @@ fn serve(args: ServeArgs) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
+/// A future that completes on SIGTERM or Ctrl-C. The handlers are installed
+/// when this is called, not when the future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = recv(term) => {}
+                _ = recv(interrupt) => {}
             }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let ctrl_c = tokio::signal::ctrl_c();
+        async move {
+            let _ = ctrl_c.await;
+        }
     }
 }
