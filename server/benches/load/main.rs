@@ -131,6 +131,7 @@ fn shape(name: &str, o: &Options, prefix: String) -> Shape {
         per_sec,
     };
     let (mut source_addresses, mut non_readers, mut pad_bytes) = (1, 0, 0);
+    let mut timeout = Duration::from_secs(if q { 15 } else { 120 });
     let (topics, subs_per_topic, messages_per_topic, pace, idle) = match name {
         "burst" => (
             1,
@@ -196,6 +197,11 @@ fn shape(name: &str, o: &Options, prefix: String) -> Shape {
         }
         "replay" => {
             // The others' traffic; the flood is added by `replay::run`.
+            // Paced at 200/s with one POST in flight, so the run takes as
+            // long as the flood makes each POST: its deadline is a loss
+            // check, not a speed one (the slow-down is the ratio reported).
+            // 15 s failed a CI run whose flooded POSTs took 87 ms each.
+            timeout = Duration::from_secs(if q { 90 } else { 300 });
             let pace = Pace::Posts {
                 in_flight: 1,
                 window: o.window,
@@ -215,7 +221,7 @@ fn shape(name: &str, o: &Options, prefix: String) -> Shape {
         non_readers,
         pad_bytes,
         prefix,
-        timeout: Duration::from_secs(if q { 15 } else { 120 }),
+        timeout,
     }
 }
 
