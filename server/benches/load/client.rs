@@ -78,6 +78,11 @@ impl Publisher {
 
     /// `GET path` on this connection; returns the status.
     pub async fn get_status(&mut self, path: &str) -> Result<StatusCode, String> {
+        self.get(path).await.map(|(status, _)| status)
+    }
+
+    /// `GET path` on this connection; returns the status and the body.
+    pub async fn get(&mut self, path: &str) -> Result<(StatusCode, String), String> {
         self.send.ready().await.map_err(|e| e.to_string())?;
         let request = Request::get(path)
             .header(HOST, self.addr.to_string())
@@ -89,7 +94,7 @@ impl Publisher {
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        let _ = body_text(response.into_body()).await;
-        Ok(status)
+        let text = body_text(response.into_body()).await;
+        Ok((status, text))
     }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use crate::client::Publisher;
+use crate::process::cpu_seconds;
 use crate::scenario::{self, Outcome, Shape};
 use crate::stream::EventStream;
 
@@ -63,6 +64,20 @@ async fn flooder(addr: SocketAddr, pattern: String, stop: Arc<AtomicBool>, count
     }
 }
 
+/// Messages the server has written to streams so far (its
+/// `tidings_messages_delivered_total`), if it answers.
+async fn delivered(addr: SocketAddr) -> Option<f64> {
+    let (_, text) = Publisher::connect(addr)
+        .await
+        .ok()?
+        .get("/metrics")
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tidings_messages_delivered_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Seeds the history, then runs `shape` (the others' traffic, one message
 /// per POST) once quietly and once while `flood.flooders` clients loop
 /// resume-from-zero. Returns the flooded run, with the quiet figures in
@@ -88,17 +103,32 @@ pub async fn run(addr: SocketAddr, pid: u32, shape: &Shape, flood: &Flood) -> Ou
         flooders.spawn(flooder(addr, pattern.clone(), stop.clone(), count.clone()));
     }
     let started = Instant::now();
+    let (cpu_before, delivered_before) = (cpu_seconds(pid), delivered(addr).await);
     let mut loud_shape = shape.clone();
     loud_shape.prefix = format!("{}:loud", shape.prefix);
     let mut loud = scenario::run(addr, pid, &[], &loud_shape).await;
     let replays = count.load(Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
+    let (cpu_after, delivered_after) = (cpu_seconds(pid), delivered(addr).await);
     stop.store(true, Ordering::Release);
     flooders.abort_all();
+    // What the flood cost the server: messages it wrote to streams (the
+    // others' deliveries taken out) and its CPU over the flooded run.
+    let replayed = match (delivered_before, delivered_after) {
+        (Some(b), Some(a)) => format!(
+            "{:.0}",
+            (a - b - loud.deliveries as f64).max(0.0) / seconds.max(1e-9)
+        ),
+        _ => "?".into(),
+    };
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) => format!("{:.2}", (a - b) / seconds.max(1e-9)),
+        _ => "?".into(),
+    };
 
     let ratio = loud.post_p99_us as f64 / quiet.post_p99_us.max(1) as f64;
     loud.extra = Some(format!(
-        "{} retained ({} topics, seeded in {seed_s:.1} s); publish p99 quiet {:.2} ms → {:.2} ms with {} clients looping resume-from-zero ({replays} replays, {:.0}/s): {ratio:.2}x (goal ≤ 2x: {}); delivery p99 quiet {:.2} ms",
+        "{} retained ({} topics, seeded in {seed_s:.1} s); publish p99 quiet {:.2} ms → {:.2} ms with {} clients looping resume-from-zero ({replays} replays, {:.0}/s, {replayed} replayed messages/s written, server {cpu} CPUs busy): {ratio:.2}x (goal ≤ 2x: {}); delivery p99 quiet {:.2} ms",
         flood.history_topics * flood.per_topic,
         flood.history_topics,
         quiet.post_p99_us as f64 / 1000.0,
