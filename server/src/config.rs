@@ -13,6 +13,9 @@ use crate::auth::TokenPolicy;
 /// The namespace that the default configuration opens to anonymous clients.
 pub const DEFAULT_PUBLIC: &str = "demo:>";
 
+/// `--replay-rate`: messages a second all replays together may send.
+pub const DEFAULT_REPLAY_RATE: u64 = 100_000;
+
 /// `tidings-server`: real-time pub/sub over Server-Sent Events.
 #[derive(Debug, Parser)]
 #[command(
@@ -193,6 +196,12 @@ pub struct ServeArgs {
     /// and `Retry-After`.
     #[arg(long, env = "TIDINGS_MAX_REPLAYS_PER_IP", default_value_t = 8)]
     pub max_replays_per_ip: usize,
+
+    /// Messages a second that all replays together may send from history
+    /// (0: unlimited). Live messages are never paced; a resume far behind
+    /// takes longer instead of taking the CPU from live traffic.
+    #[arg(long, env = "TIDINGS_REPLAY_RATE", default_value_t = DEFAULT_REPLAY_RATE)]
+    pub replay_rate: u64,
 
     /// Most open TCP connections of any kind (streams, publishes, idle
     /// keep-alive). Over it new connections get 503 and are closed, or are

@@ -1,11 +1,13 @@
 //! Connection limits: streams in total and per client address
-//! ([`ConnectionLimiter`]), and every open TCP connection in total and per
-//! peer address ([`SocketLimiter`]).
+//! ([`ConnectionLimiter`]), every open TCP connection in total and per
+//! peer address ([`SocketLimiter`]), and replays from history
+//! ([`ReplayLimiter`], [`ReplayPace`]).
 
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use crate::error::ApiError;
@@ -111,23 +113,41 @@ impl Drop for ConnectionPermit {
 pub struct ReplayLimiter {
     counts: ConnectionLimiter,
     max_per_ip: usize,
+    pace: ReplayPace,
 }
 
 /// One stream's place among its address's replays; dropping it (when the
-/// stream turns live or ends) frees it.
+/// stream turns live or ends) frees it. It carries the server-wide
+/// [`ReplayPace`] the stream's replay draws from.
 #[derive(Debug)]
 #[must_use = "the place is freed when the permit is dropped"]
 pub struct ReplayPermit {
     _place: ConnectionPermit,
+    pace: ReplayPace,
+}
+
+impl ReplayPermit {
+    /// The pace this replay draws its messages from.
+    pub fn pace(&self) -> &ReplayPace {
+        &self.pace
+    }
 }
 
 impl ReplayLimiter {
-    /// A limiter admitting at most `max_per_ip` replays per address.
+    /// A limiter admitting at most `max_per_ip` replays per address, not
+    /// paced (see [`paced`](Self::paced)).
     pub fn new(max_per_ip: usize) -> Self {
         Self {
             counts: ConnectionLimiter::new(usize::MAX, max_per_ip),
             max_per_ip,
+            pace: ReplayPace::unlimited(),
         }
+    }
+
+    /// The same limiter whose replays all draw from `pace`.
+    pub fn paced(mut self, pace: ReplayPace) -> Self {
+        self.pace = pace;
+        self
     }
 
     /// Admits a replay for `ip`, or refuses it with
@@ -135,7 +155,10 @@ impl ReplayLimiter {
     pub fn acquire(&self, ip: IpAddr) -> Result<ReplayPermit, ApiError> {
         self.counts
             .acquire(ip)
-            .map(|place| ReplayPermit { _place: place })
+            .map(|place| ReplayPermit {
+                _place: place,
+                pace: self.pace.clone(),
+            })
             .map_err(|_| ApiError::TooManyReplays {
                 limit: self.max_per_ip,
             })
@@ -144,6 +167,134 @@ impl ReplayLimiter {
     /// Replays running now.
     pub fn running(&self) -> usize {
         self.counts.open()
+    }
+}
+
+/// The rate at which all replays together may send messages from history
+/// (`--replay-rate`). Without it, a few clients that loop "resume from the
+/// start, read a little, close" make the server page and write its whole
+/// history into socket buffers again and again (a loopback socket takes
+/// megabytes before the close shows), and live publishes wait for the CPU
+/// and the broker's lock. Paced, a replay costs the server at most this
+/// rate however many run; live traffic is never paced.
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings_server::limits::ReplayPace;
+///
+/// let pace = ReplayPace::new(1_000); // messages a second, bursts of 100
+/// assert_eq!(pace.take(Duration::ZERO, 64), Ok(64));
+/// // 36 left: how long until a page of 64 is there.
+/// assert_eq!(pace.take(Duration::ZERO, 64), Err(Duration::from_millis(28)));
+/// assert_eq!(pace.take(Duration::from_millis(28), 64), Ok(64));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ReplayPace {
+    bucket: Option<Arc<Mutex<TokenBucket>>>,
+}
+
+impl ReplayPace {
+    /// All replays together send at most `per_sec` messages a second, in
+    /// bursts of at most a tenth of a second's worth (64 at least); 0 means
+    /// unlimited.
+    pub fn new(per_sec: u64) -> Self {
+        if per_sec == 0 {
+            return Self::unlimited();
+        }
+        let burst = (per_sec / 10).max(64);
+        Self {
+            bucket: Some(Arc::new(Mutex::new(TokenBucket::new(per_sec, burst)))),
+        }
+    }
+
+    /// No pacing: every `take` gets what it asks for.
+    pub fn unlimited() -> Self {
+        Self { bucket: None }
+    }
+
+    /// Takes a page of `want` messages' worth at `now` (any monotonic
+    /// clock, the same for every call): `Ok(n)` with `n` = `want`, or a
+    /// whole burst if `want` is larger; or `Err(wait)` until that much
+    /// will be there. Whole pages only: a replay page costs about the same
+    /// to find whatever its length, so pages of a few messages would
+    /// multiply the cost of each.
+    pub fn take(&self, now: Duration, want: usize) -> Result<usize, Duration> {
+        match &self.bucket {
+            None => Ok(want),
+            Some(bucket) => bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(now, want as u64)
+                .map(|n| n as usize),
+        }
+    }
+
+    /// Returns what a `take` got and did not use.
+    pub fn give_back(&self, unused: usize) {
+        if let Some(bucket) = &self.bucket
+            && unused > 0
+        {
+            bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .give_back(unused as u64);
+        }
+    }
+}
+
+/// A token bucket on a clock passed in: `per_sec` tokens a second, at most
+/// `burst` saved up. Starts full. Counts millionths of a token, so any rate
+/// refills exactly.
+#[derive(Debug)]
+struct TokenBucket {
+    per_sec: u64,
+    burst: u64,
+    /// Tokens saved, in millionths.
+    micros: u64,
+    /// The clock reading of the last refill.
+    last: Duration,
+}
+
+const MICROS_PER_TOKEN: u64 = 1_000_000;
+
+impl TokenBucket {
+    fn new(per_sec: u64, burst: u64) -> Self {
+        Self {
+            per_sec,
+            burst,
+            micros: burst * MICROS_PER_TOKEN,
+            last: Duration::ZERO,
+        }
+    }
+
+    fn refill(&mut self, now: Duration) {
+        if now > self.last {
+            let elapsed = (now - self.last).as_micros().min(u128::from(u64::MAX)) as u64;
+            self.micros = self
+                .micros
+                .saturating_add(elapsed.saturating_mul(self.per_sec))
+                .min(self.burst * MICROS_PER_TOKEN);
+            self.last = now;
+        }
+    }
+
+    fn take(&mut self, now: Duration, want: u64) -> Result<u64, Duration> {
+        self.refill(now);
+        let page = want.min(self.burst);
+        let needed = page * MICROS_PER_TOKEN;
+        if self.micros >= needed {
+            self.micros -= needed;
+            return Ok(page);
+        }
+        let missing = needed - self.micros;
+        Err(Duration::from_micros(missing.div_ceil(self.per_sec)))
+    }
+
+    fn give_back(&mut self, tokens: u64) {
+        self.micros = self
+            .micros
+            .saturating_add(tokens.saturating_mul(MICROS_PER_TOKEN))
+            .min(self.burst * MICROS_PER_TOKEN);
     }
 }
 
@@ -346,6 +497,45 @@ impl Drop for SocketPermit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replay_pace_refills_at_its_rate_and_never_saves_more_than_a_burst() {
+        let ms = Duration::from_millis;
+        let pace = ReplayPace::new(10_000); // bursts of 1,000
+        assert_eq!(pace.take(ms(0), 600), Ok(600));
+        // Whole pages only: 400 left is not a page of 600.
+        assert_eq!(pace.take(ms(0), 600), Err(ms(20)));
+        assert_eq!(pace.take(ms(0), 400), Ok(400));
+        assert_eq!(pace.take(ms(0), 64), Err(Duration::from_micros(6_400)));
+        // 6.4 ms is 64 messages; what is not used comes back.
+        let t = ms(6) + Duration::from_micros(400);
+        assert_eq!(pace.take(t, 64), Ok(64));
+        pace.give_back(60);
+        assert_eq!(pace.take(t, 64), Err(Duration::from_micros(400)));
+        assert_eq!(pace.take(t, 60), Ok(60));
+        // An hour idle saves one burst, no more; a larger page gets the
+        // burst; a clock that goes back refills nothing.
+        assert_eq!(pace.take(ms(3_600_000), 5_000), Ok(1_000));
+        assert!(pace.take(ms(10), 1).is_err());
+        // Over a simulated second of 64-message pages, the rate holds.
+        let mut sent = 0;
+        let mut now = ms(3_600_000);
+        let end = now + ms(1_000);
+        while now < end {
+            match pace.take(now, 64) {
+                Ok(n) => sent += n,
+                Err(wait) => now += wait,
+            }
+        }
+        assert!((10_000 - 64..=10_000).contains(&sent), "{sent}");
+        // 0 is unlimited; a rate below 64 a second still has a page's burst.
+        assert_eq!(ReplayPace::new(0).take(ms(0), 1 << 20), Ok(1 << 20));
+        let slow = ReplayPace::new(1);
+        assert_eq!(slow.take(ms(0), 100), Ok(64));
+        assert_eq!(slow.take(ms(0), 100), Err(ms(64_000)));
+        assert_eq!(slow.take(ms(0), 0), Ok(0));
+        assert_eq!(slow.take(ms(32_000), 32), Ok(32));
+    }
 
     #[test]
     fn sockets_per_ip_then_total_then_a_bounded_reserve_of_refusals() {

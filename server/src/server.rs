@@ -259,6 +259,7 @@ pub async fn start_with_engine(
         trust_forwarded_for: args.trust_forwarded_for,
         presence_page_max: args.presence_page_max,
         max_replays_per_ip: args.max_replays_per_ip,
+        replay_rate: args.replay_rate,
     };
     let presence = Presence::new(engine.presence_store(), engine.clone(), args.presence_ttl);
     presence.start();

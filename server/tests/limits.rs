@@ -172,3 +172,46 @@ async fn concurrent_replays_per_ip_are_limited_with_429_and_freed_when_live() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_draw_from_the_replay_rate_and_live_messages_are_not_paced() {
+    let t = start_with(|a| a.replay_rate = 200).await;
+    let first = t.publish_one("demo:p:0", json!(0)).await;
+    for round in 0..3 {
+        let batch: Vec<_> = (1..=100)
+            .map(|i| json!({"topic": "demo:p:1", "data": round * 100 + i}))
+            .collect();
+        t.publish(&json!(batch), None).await.unwrap();
+    }
+    let mut live = t.subscribe(&["demo:p:*"]).await.unwrap();
+    live.connected().await;
+
+    // 300 to replay at 200 a second, in bursts of at most 64: over a second.
+    let started = std::time::Instant::now();
+    let mut resume = t
+        .subscribe_with(&["demo:p:*"], &[("lastEventId", first.as_str())], |r| r)
+        .await
+        .unwrap();
+    resume.connected().await;
+    for n in 1..=64 {
+        assert_eq!(data(&resume.event().await), n, "the first burst, in order");
+    }
+    // Meanwhile live messages go out at once, to live streams and after
+    // the replay to the resuming one.
+    let now = t.publish_one("demo:p:2", json!("live")).await;
+    assert_eq!(live.event().await.last_event_id, now);
+    assert_eq!(t.metric("tidings_replays").await, 1.0, "still replaying");
+    for n in 65..=300 {
+        assert_eq!(data(&resume.event().await), n, "in order, no gap");
+    }
+    assert_eq!(resume.event().await.last_event_id, now);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_100),
+        "236 paced messages at 200/s took {took:?}"
+    );
+    eventually("the replay to end once live", async || {
+        t.metric("tidings_replays").await == 0.0
+    })
+    .await;
+}

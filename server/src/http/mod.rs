@@ -31,7 +31,7 @@ use crate::{
     auth::Authenticator,
     engine::Engine,
     error::ApiError,
-    limits::{ConnectionLimiter, ReplayLimiter},
+    limits::{ConnectionLimiter, ReplayLimiter, ReplayPace},
     metrics::Metrics,
     presence::Presence,
     stream::{ConnectionInfo, Watchdog},
@@ -56,6 +56,8 @@ pub struct Settings {
     pub presence_page_max: usize,
     /// Most streams per client IP replaying history at once.
     pub max_replays_per_ip: usize,
+    /// Messages a second all replays together may send (0: unlimited).
+    pub replay_rate: u64,
 }
 
 /// State shared by every request.
@@ -91,7 +93,8 @@ impl AppState {
         write_timeout: Duration,
     ) -> Self {
         Self {
-            replays: ReplayLimiter::new(settings.max_replays_per_ip),
+            replays: ReplayLimiter::new(settings.max_replays_per_ip)
+                .paced(ReplayPace::new(settings.replay_rate)),
             settings,
             auth,
             engine,

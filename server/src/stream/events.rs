@@ -3,9 +3,11 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     pin::Pin,
     sync::{Arc, atomic::Ordering::Relaxed},
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -26,6 +28,11 @@ use crate::{
 
 /// Most messages taken from the subscription per chunk.
 const DRAIN_BATCH: usize = 64;
+
+/// Most messages per chunk while replaying history: finding a page costs
+/// about the same whatever its length (a look at each matched topic), so
+/// replay pages are larger. The queue's byte bound still caps each page.
+const REPLAY_BATCH: usize = 256;
 
 /// Everything a stream owns; all of it is released when the stream drops.
 pub(crate) struct StreamParts {
@@ -56,6 +63,8 @@ pub(crate) struct EventStream {
     preface: Option<Bytes>,
     batch: Vec<SharedMessage<Frame>>,
     pieces: Vec<Bytes>,
+    /// Armed while a replay waits for the server-wide replay pace.
+    pace_wait: Option<Pin<Box<tokio::time::Sleep>>>,
     ending: Option<DropReason>,
     finished: bool,
 }
@@ -73,6 +82,7 @@ impl EventStream {
             // Grown on first use: idle streams keep no buffers.
             batch: Vec::new(),
             pieces: Vec::new(),
+            pace_wait: None,
             ending: None,
             finished: false,
         }
@@ -109,16 +119,33 @@ impl Stream for EventStream {
             pieces.push(preface);
         }
         this.batch.clear();
-        match this
-            .parts
-            .subscription
-            .poll_recv_many(cx, &mut this.batch, DRAIN_BATCH)
-        {
-            Poll::Ready(Ok(_)) | Poll::Pending => {}
-            Poll::Ready(Err(RecvError::Lagged)) => this.ending = Some(DropReason::Lagged),
-            Poll::Ready(Err(_)) => {
-                pieces.push(this.parts.farewell.clone());
-                this.ending = Some(DropReason::Shutdown);
+        // A replay draws its pages from the server-wide replay pace; live
+        // messages are never paced.
+        let limit = match &this.parts.replay {
+            None => DRAIN_BATCH,
+            Some(replay) => match replay.pace().take(pace_clock(), REPLAY_BATCH) {
+                Ok(granted) => granted,
+                Err(wait) => {
+                    wait_for_pace(&mut this.pace_wait, wait, cx);
+                    0
+                }
+            },
+        };
+        if limit > 0 {
+            match this
+                .parts
+                .subscription
+                .poll_recv_many(cx, &mut this.batch, limit)
+            {
+                Poll::Ready(Ok(_)) | Poll::Pending => {}
+                Poll::Ready(Err(RecvError::Lagged)) => this.ending = Some(DropReason::Lagged),
+                Poll::Ready(Err(_)) => {
+                    pieces.push(this.parts.farewell.clone());
+                    this.ending = Some(DropReason::Shutdown);
+                }
+            }
+            if let Some(replay) = &this.parts.replay {
+                replay.pace().give_back(limit - this.batch.len().min(limit));
             }
         }
         if this.parts.replay.is_some() && !this.parts.subscription.is_replaying() {
@@ -158,6 +185,31 @@ impl Stream for EventStream {
         };
         slot.wrote.store(true, Relaxed);
         Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+/// The clock the replay pace runs on (monotonic, process-wide).
+fn pace_clock() -> Duration {
+    Duration::from_micros(clock::now_us())
+}
+
+/// Arms `sleep` to wake the stream in `wait` (the pace's refill time).
+fn wait_for_pace(
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    wait: Duration,
+    cx: &mut Context<'_>,
+) {
+    let deadline = tokio::time::Instant::now() + wait;
+    let sleep = match sleep {
+        Some(sleep) => {
+            sleep.as_mut().reset(deadline);
+            sleep
+        }
+        None => sleep.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    if sleep.as_mut().poll(cx).is_ready() {
+        // Already due: come straight back rather than wait for nothing.
+        cx.waker().wake_by_ref();
     }
 }
 
