@@ -178,6 +178,16 @@ impl ApiError {
         }
     }
 
+    /// The `Retry-After` seconds that go with this error, if any (every
+    /// 429 and 503).
+    pub fn retry_after(&self) -> Option<u64> {
+        matches!(
+            self.status(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+        .then_some(RETRY_AFTER_SECS)
+    }
+
     /// The machine-readable code in the body.
     pub fn code(&self) -> &'static str {
         match self {
@@ -209,14 +219,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        let retry_after = self.retry_after();
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(
-            status,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

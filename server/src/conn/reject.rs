@@ -5,14 +5,13 @@
 
 use std::{io, time::Duration};
 
-use axum::http::StatusCode;
 use serde_json::json;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
 };
 
-use crate::error::{ApiError, RETRY_AFTER_SECS};
+use crate::error::ApiError;
 
 /// How long a refused connection keeps reading (and discarding) what the
 /// client still sends, so the client reads the answer instead of a reset.
@@ -26,20 +25,12 @@ pub(crate) fn json_body(error: &ApiError) -> String {
     json!({"error": {"code": error.code(), "message": error.to_string()}}).to_string()
 }
 
-/// The `Retry-After` seconds that go with `status`, if any.
-pub(crate) fn retry_after(status: StatusCode) -> Option<u64> {
-    matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    )
-    .then_some(RETRY_AFTER_SECS)
-}
-
 /// A complete HTTP/1.1 response for `error` that closes the connection.
 pub(crate) fn raw_response(error: &ApiError) -> Vec<u8> {
     let status = error.status();
     let body = json_body(error);
-    let retry_after = retry_after(status)
+    let retry_after = error
+        .retry_after()
         .map(|secs| format!("retry-after: {secs}\r\n"))
         .unwrap_or_default();
     format!(

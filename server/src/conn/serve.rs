@@ -380,7 +380,7 @@ async fn idle_http2(io: &IoState, keepalive: Duration) {
 async fn refuse_http2(socket: Socket, error: &ApiError, wait: Duration) {
     let answered = Arc::new(tokio::sync::Notify::new());
     let (status, body) = (error.status(), reject::json_body(error));
-    let retry = reject::retry_after(status);
+    let retry = error.retry_after();
     let notify = answered.clone();
     let service = service_fn(move |_request: Request<Incoming>| {
         let mut response = axum::http::Response::new(Full::new(Bytes::from(body.clone())));
