@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Stream, StreamHead};
+use crate::metrics::write_metric;
 
 /// Upper bounds (seconds) of the publish-acknowledgement histogram.
 const ACK_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -110,10 +111,7 @@ impl NatsHealth {
     /// Appends the metrics (Prometheus text) to `out`.
     pub fn render(&self, out: &mut String) {
         let mut one = |kind: &str, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            write_metric(out, kind, name, help, value);
         };
         one(
             "gauge",

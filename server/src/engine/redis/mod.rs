@@ -67,6 +67,7 @@ use self::{
     scripts::{PUBLISH_SCRIPT, STATE_SCRIPT, meta_key},
 };
 use super::{Accepted, BoxFuture, Engine, EngineError, Hub, KeyReused, PublishError, clock};
+use crate::metrics::write_metric;
 
 /// Default key of the shared stream.
 pub const DEFAULT_STREAM_KEY: &str = "tidings:events";
@@ -784,10 +785,7 @@ impl Engine for RedisEngine {
     fn render_metrics(&self, out: &mut String) {
         let h = &self.health;
         let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            write_metric(out, kind, name, help, value);
         };
         metric(
             "gauge",
@@ -814,10 +812,7 @@ impl Engine for RedisEngine {
             h.publish_uncertain.load(Relaxed)
         );
         let mut metric = |kind: &str, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            write_metric(out, kind, name, help, value);
         };
         metric(
             "counter",
