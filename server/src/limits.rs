@@ -209,7 +209,7 @@ impl ReplayPace {
 
     /// No pacing: every `take` gets what it asks for.
     pub fn unlimited() -> Self {
-        Self { bucket: None }
+        Self::default()
     }
 
     /// Takes a page of `want` messages' worth at `now` (any monotonic

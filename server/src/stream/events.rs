@@ -148,7 +148,9 @@ impl Stream for EventStream {
                 replay.pace().give_back(limit - this.batch.len().min(limit));
             }
         }
-        if this.parts.replay.is_some() && !this.parts.subscription.is_replaying() {
+        // Only a drain can end a replay: a paced poll (limit 0) skips the
+        // look, which takes the broker's lock.
+        if limit > 0 && this.parts.replay.is_some() && !this.parts.subscription.is_replaying() {
             this.parts.replay = None; // Caught up: live now.
         }
         if !this.batch.is_empty() {
