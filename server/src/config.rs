@@ -227,6 +227,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
 
+    /// Who writes HTTP/1.1 event streams: `lean` (default) writes them
+    /// straight to the socket after the response head, keeping no
+    /// per-connection buffers while a stream is open; `hyper` leaves them
+    /// to hyper like every other response (for comparison).
+    #[arg(long, env = "TIDINGS_STREAM_WRITER", value_enum, default_value_t = StreamWriter::Lean)]
+    pub stream_writer: StreamWriter,
+
     /// A connection with no request in progress (idle keep-alive, or a new
     /// connection that sends nothing) is closed after this long.
     #[arg(long, env = "TIDINGS_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -573,4 +580,13 @@ mod tests {
         assert_eq!(token.ttl, Duration::from_secs(7200));
         assert_eq!(token.publish, vec!["order:>"]);
     }
+}
+
+/// Who writes HTTP/1.1 event streams (`--stream-writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamWriter {
+    /// Straight to the socket after the response head (no buffers kept).
+    Lean,
+    /// Hyper, like every other response.
+    Hyper,
 }

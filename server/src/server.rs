@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{Access, Authenticator, KeyError, Keys},
-    config::ServeArgs,
+    config::{ServeArgs, StreamWriter},
     conn::{ConnSettings, Connections, HeadTimeouts},
     engine::{
         Engine, MemoryEngine, NatsEngine, NatsStartError, RedisEngine, RedisSettings,
@@ -295,6 +295,7 @@ pub async fn start_with_engine(
             keepalive: args.keepalive_timeout,
         },
         body: args.body_timeout,
+        lean_streams: args.stream_writer == StreamWriter::Lean,
     };
     let stop = CancellationToken::new();
     if let Some(store) = &tls {

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use serde_json::Value;
 use support::*;
-use tidings_server::limits::refusal_reserve;
+use tidings_server::{config::StreamWriter, limits::refusal_reserve};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
@@ -488,4 +488,178 @@ async fn pipelined_chunked_and_expect_continue_requests_still_work() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let answer = ask(&mut stream, b"host: test\r\n\r\n").await;
     assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+/// Reads one chunk of a chunked body: its data, or `None` for the last
+/// (empty) chunk.
+async fn read_chunk(stream: &mut (impl AsyncRead + Unpin)) -> Option<Vec<u8>> {
+    patiently("a chunk", async {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .await
+                .expect("a chunk size line");
+            line.push(byte[0]);
+        }
+        let size = std::str::from_utf8(&line[..line.len() - 2]).unwrap();
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        let mut data = vec![0u8; size + 2];
+        stream
+            .read_exact(&mut data)
+            .await
+            .expect("the chunk's data");
+        assert!(data.ends_with(b"\r\n"), "a chunk ends with CRLF");
+        data.truncate(size);
+        (size > 0).then_some(data)
+    })
+    .await
+}
+
+/// Reads chunks until one contains `needle`.
+async fn chunk_with(stream: &mut (impl AsyncRead + Unpin), needle: &str) -> String {
+    loop {
+        let chunk = read_chunk(stream)
+            .await
+            .unwrap_or_else(|| panic!("the stream ended before {needle:?}"));
+        let text = String::from_utf8(chunk).unwrap();
+        if text.contains(needle) {
+            return text;
+        }
+    }
+}
+
+/// A token that may read `topic` for about two seconds.
+fn two_second_token(topic: &str) -> String {
+    let grants = tidings_server::auth::Grants {
+        publish: vec![],
+        subscribe: vec![topic.to_owned()],
+        info: None,
+    };
+    sign(tidings_server::auth::Claims::new(
+        grants,
+        Duration::from_secs(2),
+        None,
+    ))
+}
+
+/// The same exchange over both writers of HTTP/1.1 streams: the head says
+/// `text/event-stream` in chunked coding, events arrive as chunks, a
+/// request sent ahead while the stream is open is answered once the stream
+/// ends (here, its token expires), on the same connection.
+async fn stream_then_keep_alive(writer: StreamWriter) {
+    let t = start_with(|a| {
+        a.stream_writer = writer;
+        a.jwt_leeway = Duration::ZERO;
+        a.heartbeat = Duration::from_secs(60);
+    })
+    .await;
+    let mut stream = connect_from("127.0.0.1", t.server.local_addr()).await;
+    let short = two_second_token("secure:lean");
+    let request = format!(
+        "GET /events?topic=secure:lean HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {short}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_answer(&mut stream).await;
+    assert_eq!(head.status, 200, "{writer:?}: {head:?}");
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(head.header("content-length"), None);
+    assert!(head.header("date").is_some(), "{writer:?}: {head:?}");
+    assert!(
+        head.header("cache-control").is_some(),
+        "{writer:?}: {head:?}"
+    );
+    chunk_with(&mut stream, "event: tidings.connected").await;
+
+    let writer_token = token(&["secure:>"], &[]);
+    let id = t
+        .publish(
+            &serde_json::json!({"topic": "secure:lean", "data": "over the wire"}),
+            Some(&writer_token),
+        )
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = chunk_with(&mut stream, "over the wire").await;
+    assert!(
+        event.contains(&format!("id: {id}")),
+        "{writer:?}: {event:?}"
+    );
+
+    // Sent ahead, while the stream is still open.
+    stream.write_all(HEALTHZ).await.unwrap();
+    chunk_with(&mut stream, "event: tidings.expired").await;
+    assert_eq!(
+        read_chunk(&mut stream).await,
+        None,
+        "{writer:?}: the last chunk"
+    );
+    let answer = read_answer(&mut stream).await;
+    assert_eq!(answer.status, 200, "{writer:?}: {answer:?}");
+    // And the connection still serves.
+    assert_eq!(ask(&mut stream, HEALTHZ_CLOSE).await.status, 200);
+}
+
+#[tokio::test]
+async fn http1_streams_are_the_same_on_the_wire_with_the_lean_writer_and_with_hyper() {
+    tokio::join!(
+        stream_then_keep_alive(StreamWriter::Lean),
+        stream_then_keep_alive(StreamWriter::Hyper),
+    );
+}
+
+#[tokio::test]
+async fn a_refused_stream_answers_json_and_the_connection_serves_on() {
+    let t = start().await;
+    let mut stream = connect_from("127.0.0.1", t.server.local_addr()).await;
+    let answer = ask(&mut stream, b"GET /events HTTP/1.1\r\nhost: test\r\n\r\n").await;
+    assert_eq!(
+        (answer.status, answer.error_code().as_str()),
+        (400, "bad_request")
+    );
+    let answer = ask(
+        &mut stream,
+        b"GET /events?topic=secret:x HTTP/1.1\r\nhost: test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{answer:?}");
+    answer.error_code();
+    // A stream after two refusals, then a publish, on the one connection.
+    stream
+        .write_all(b"GET /events?topic=demo:after HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_answer(&mut stream).await.status, 200);
+    chunk_with(&mut stream, "tidings.connected").await;
+    t.publish_one("demo:after", serde_json::json!("after"))
+        .await;
+    chunk_with(&mut stream, "\"after\"").await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_goes_away_ends_at_once_not_at_the_next_heartbeat() {
+    for writer in [StreamWriter::Lean, StreamWriter::Hyper] {
+        let t = start_with(|a| {
+            a.stream_writer = writer;
+            a.heartbeat = Duration::from_secs(60);
+        })
+        .await;
+        let mut stream = connect_from("127.0.0.1", t.server.local_addr()).await;
+        stream
+            .write_all(b"GET /events?topic=demo:gone HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_answer(&mut stream).await.status, 200);
+        chunk_with(&mut stream, "tidings.connected").await;
+        assert_eq!(t.metric("tidings_connections").await, 1.0, "{writer:?}");
+        drop(stream);
+        eventually(&format!("{writer:?}: the stream to end"), async || {
+            t.metric("tidings_connections").await == 0.0
+        })
+        .await;
+    }
 }

@@ -101,9 +101,9 @@ pub(crate) struct GuardedIo<T> {
     out: Vec<u8>,
     out_written: usize,
     ending: Ending,
-    /// The first bytes, read to learn the protocol, given back to hyper.
-    replay: [u8; H2_PREFACE.len()],
-    replay_len: usize,
+    /// Bytes read ahead (to learn the protocol, or a head the lean stream
+    /// path did not take), given back to the next reader.
+    replay: Vec<u8>,
     replay_pos: usize,
 }
 
@@ -131,8 +131,7 @@ impl<T> GuardedIo<T> {
             out: Vec::new(),
             out_written: 0,
             ending: Ending::No,
-            replay: [0; H2_PREFACE.len()],
-            replay_len: 0,
+            replay: Vec::new(),
             replay_pos: 0,
         }
     }
@@ -250,16 +249,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
                 Protocol::Http2 => return Poll::Ready(Ok(true)),
                 Protocol::Unknown { matched } => matched,
             };
-            let mut buf = ReadBuf::new(&mut self.replay[matched..]);
+            let mut scratch = [0u8; H2_PREFACE.len()];
+            let mut buf = ReadBuf::new(&mut scratch[matched..]);
             ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
-            let n = buf.filled().len();
-            if n == 0 {
+            let got = buf.filled();
+            if got.is_empty() {
                 return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
-            self.replay_len = matched + n;
-            let got = self.replay;
-            self.detect(&got[matched..matched + n]);
+            self.replay.extend_from_slice(got);
+            self.detect(got);
         }
+    }
+
+    /// Gives `bytes` back: the next reads return them first (before any
+    /// bytes still waiting to be given back).
+    pub(crate) fn unread(&mut self, mut bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        bytes.extend_from_slice(&self.replay[self.replay_pos..]);
+        self.replay = bytes;
+        self.replay_pos = 0;
     }
 
     /// The bytes of a head arrived in `got`: learn the protocol.
@@ -291,10 +301,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
             // Ours now: hyper sees the end of the stream once we are done.
             return this.poll_finish(cx);
         }
-        if this.replay_pos < this.replay_len {
-            let n = (this.replay_len - this.replay_pos).min(buf.remaining());
+        if this.replay_pos < this.replay.len() {
+            let n = (this.replay.len() - this.replay_pos).min(buf.remaining());
             buf.put_slice(&this.replay[this.replay_pos..this.replay_pos + n]);
             this.replay_pos += n;
+            if this.replay_pos == this.replay.len() {
+                // Read ahead bytes are kept only until given back.
+                this.replay = Vec::new();
+                this.replay_pos = 0;
+            }
             if let Phase::Idle(_) = this.phase {
                 this.phase = Phase::Head(Instant::now());
             }

@@ -10,9 +10,14 @@
 //! | request body not received whole | [`body`] + [`handle`] | `408` + close after `--body-timeout` |
 //! | malformed request, URL or headers too large | hyper's parser, rewritten in [`guard`] | `400` / `414` / `431` + close |
 //! | over the TCP caps | [`crate::limits::SocketLimiter`] + [`reject::refuse`] | `429` / `503` + close, or closed at accept |
+//!
+//! HTTP/1.1 requests for an event stream are served by [`lean`] without
+//! hyper (no per-connection buffers while a stream is open); everything
+//! else by hyper, HTTP/1.1 or HTTP/2.
 
 mod body;
 mod guard;
+mod lean;
 mod reject;
 mod serve;
 
@@ -50,6 +55,8 @@ pub(crate) struct ConnSettings {
     pub head: HeadTimeouts,
     /// Longest time for a whole request body.
     pub body: Duration,
+    /// HTTP/1.1 event streams written by [`lean`] rather than hyper.
+    pub lean_streams: bool,
 }
 
 /// Serves one request of a connection (the body of its hyper service):

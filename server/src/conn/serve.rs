@@ -29,7 +29,7 @@ use tokio::{
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{ConnSettings, GuardedIo, MAX_HEAD_BYTES, handle, reject};
+use super::{ConnSettings, GuardedIo, MAX_HEAD_BYTES, handle, lean, reject};
 use crate::{
     error::ApiError,
     limits::SocketPermit,
@@ -283,12 +283,50 @@ impl Shared {
             return;
         };
         let info = ConnectionInfo::new(peer, io_state.clone());
+        let mut io = WatchedIo::new(io, io_state.clone());
+        if !http2 && self.settings.lean_streams {
+            let lean = lean::serve(&mut io, &self.app, &info, &self.closing);
+            tokio::select! {
+                biased;
+                // Pulled by the watchdog: a stream that stopped reading.
+                _ = io_state.kill.cancelled() => {
+                    tracing::info!(%peer, "closed a connection that stopped reading");
+                    return;
+                }
+                next = lean => if next == lean::Next::Close {
+                    return;
+                },
+            }
+        }
+        self.serve_hyper(io, info, http2).await;
+    }
+
+    /// Serves the rest of a connection through hyper. Boxed: a connection
+    /// served by the lean path carries no room for hyper's state.
+    fn serve_hyper(
+        self: Arc<Self>,
+        io: lean::ConnIo,
+        info: ConnectionInfo,
+        http2: bool,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move { self.serve_hyper_inner(io, info, http2).await })
+    }
+
+    async fn serve_hyper_inner(
+        self: Arc<Self>,
+        io: lean::ConnIo,
+        info: ConnectionInfo,
+        http2: bool,
+    ) {
+        let head = self.settings.head;
+        let peer = info.peer;
+        let io_state = info.io.clone();
         let app = self.app.clone();
         let body_timeout = self.settings.body;
         let service = service_fn(move |request: Request<Incoming>| {
             handle(&app, &info, body_timeout, request)
         });
-        let io = TokioIo::new(WatchedIo::new(io, io_state.clone()));
+        let io = TokioIo::new(io);
         if http2 {
             let mut builder = http2::Builder::new(StreamExecutor(io_state.clone()));
             builder
@@ -297,14 +335,14 @@ impl Shared {
                 .max_header_list_size(MAX_HEAD_BYTES as u32);
             let connection = builder.serve_connection(io, service);
             let idle = idle_http2(&io_state, head.keepalive);
-            Box::pin(drive(
+            drive(
                 connection,
                 |c| c.graceful_shutdown(),
                 &io_state,
                 &self.closing,
                 idle,
                 peer,
-            ))
+            )
             .await;
         } else {
             let connection = self.http1.serve_connection(io, service);

@@ -109,6 +109,11 @@ impl<T> WatchedIo<T> {
         Self { inner, state }
     }
 
+    /// The wrapped IO object.
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     fn track<R>(&self, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         match &poll {
             Poll::Pending => {
