@@ -638,6 +638,17 @@ async fn a_refused_stream_answers_json_and_the_connection_serves_on() {
     t.publish_one("demo:after", serde_json::json!("after"))
         .await;
     chunk_with(&mut stream, "\"after\"").await;
+
+    // A client that asks to close is told so, and the connection closes.
+    let mut stream = connect_from("127.0.0.1", t.server.local_addr()).await;
+    let answer = ask(
+        &mut stream,
+        b"GET /events HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"));
+    closed(&mut stream, "a connection whose client asked to close").await;
 }
 
 #[tokio::test]

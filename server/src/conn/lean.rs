@@ -85,7 +85,7 @@ pub(crate) async fn serve(
             Head::Closed => return Next::Close,
         };
         let keep_alive = !wants_close(request.headers());
-        match answer(io, app, info, request, closing).await {
+        match answer(io, app, info, request, keep_alive, closing).await {
             Ok(true) if keep_alive && !closing.is_cancelled() => continue,
             Ok(_) => return Next::Close,
             Err(e) => {
@@ -210,6 +210,7 @@ async fn answer(
     app: &Router,
     info: &ConnectionInfo,
     mut request: Box<Request<Body>>,
+    keep_alive: bool,
     closing: &CancellationToken,
 ) -> io::Result<bool> {
     // Counted before the application sees it, like hyper's requests: the
@@ -232,14 +233,15 @@ async fn answer(
             return Ok(false);
         };
         let body = collected.to_bytes();
-        let mut out = response_head(&Response::from_parts(parts, ()), Some(body.len()));
+        let response = Response::from_parts(parts, ());
+        let mut out = response_head(&response, Some(body.len()), keep_alive);
         out.extend_from_slice(&body);
         io.write_all(&out).await?;
         io.flush().await?;
         drop(in_flight);
         return Ok(true);
     }
-    let head = response_head(&Response::from_parts(parts, ()), None);
+    let head = response_head(&Response::from_parts(parts, ()), None, keep_alive);
     io.write_all(&head).await?;
     io.flush().await?;
     let ended = stream(io, body, closing).await?;
@@ -249,8 +251,9 @@ async fn answer(
 
 /// The status line and headers of `response`, with `content-length` when
 /// the body is whole, else chunked coding; `date` when the application set
-/// none (as hyper does).
-fn response_head(response: &Response<()>, length: Option<usize>) -> Vec<u8> {
+/// none and `connection: close` when the connection ends after it (as
+/// hyper does).
+fn response_head(response: &Response<()>, length: Option<usize>, keep_alive: bool) -> Vec<u8> {
     let status = response.status();
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -274,6 +277,9 @@ fn response_head(response: &Response<()>, length: Option<usize>) -> Vec<u8> {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
     }
     match length {
         Some(length) => {
