@@ -43,15 +43,19 @@ pub enum DropReason {
     Shutdown,
     /// The stream's token expired (`tidings.expired` was sent).
     Expired,
+    /// A replay read page by page from the engine's log failed midway
+    /// (the client resumes from the last id it got).
+    ReplayFailed,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 6] = [
         Self::Lagged,
         Self::WriteTimeout,
         Self::Closed,
         Self::Shutdown,
         Self::Expired,
+        Self::ReplayFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -61,6 +65,7 @@ impl DropReason {
             Self::Closed => "closed",
             Self::Shutdown => "shutdown",
             Self::Expired => "expired",
+            Self::ReplayFailed => "replay_failed",
         }
     }
 }

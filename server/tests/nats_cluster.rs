@@ -599,3 +599,58 @@ async fn a_topics_last_message_lost_live_still_reaches_its_subscribers_or_they_a
     assert_eq!(got.expect("the lost message within 8 s").0, lost_new);
     drop(nats);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_far_longer_than_the_queue_is_replayed_from_the_stream_then_goes_live() {
+    let nats = cluster().await;
+    let name = unique_name("FAR").to_uppercase();
+    // A queue of 32: a replay of hundreds goes on page by page.
+    let a = Instance::spawn(&[
+        "--nats",
+        &nats.urls(),
+        "--nats-stream",
+        &name,
+        "--nats-subject-prefix",
+        &name.to_lowercase(),
+        "--queue",
+        "32",
+    ]);
+    assert_eq!(a.health().await, StatusCode::OK);
+    let mut ids = Vec::new();
+    for round in 0..6 {
+        let batch: Vec<(&str, Value)> = (0..50)
+            .map(|i| {
+                let topic = if i % 3 == 0 {
+                    "demo:far:b"
+                } else {
+                    "demo:far:a"
+                };
+                (topic, json!(round * 50 + i))
+            })
+            .collect();
+        ids.extend(a.publish_batch(&batch).await);
+    }
+    // Resumes after the 10th message, one with a pattern for both topics,
+    // one with a single topic (every third message is not its own).
+    let mut both = a.subscribe(&["demo:far:*"], Some(&ids[9])).await;
+    both.connected().await;
+    let mut only_a = a.subscribe(&["demo:far:a"], Some(&ids[9])).await;
+    only_a.connected().await;
+    let live = a.publish("demo:far:a", json!("live")).await;
+
+    let mut expected: Vec<String> = ids[10..].to_vec();
+    expected.push(live.clone());
+    let got = messages(&mut both, expected.len()).await;
+    assert!(got.iter().all(|m| m.1 != "tidings.gap"), "{got:?}");
+    assert_eq!(got.into_iter().map(|m| m.0).collect::<Vec<_>>(), expected);
+
+    let expected_a: Vec<String> = (10..300)
+        .filter(|i| i % 50 % 3 != 0)
+        .map(|i| ids[i].clone())
+        .chain([live])
+        .collect();
+    let got = messages(&mut only_a, expected_a.len()).await;
+    assert!(got.iter().all(|m| m.1 != "tidings.gap"), "{got:?}");
+    assert_eq!(got.into_iter().map(|m| m.0).collect::<Vec<_>>(), expected_a);
+    drop(nats);
+}

@@ -23,8 +23,6 @@ pub enum GapReason {
     EngineRestarted,
     /// Entries were trimmed or lost before this instance could read them.
     EntriesLost,
-    /// More messages to replay than one stream may queue.
-    ReplayTooLong,
 }
 
 impl GapReason {
@@ -37,7 +35,6 @@ impl GapReason {
             Self::FutureId => "future_id",
             Self::EngineRestarted => "engine_restarted",
             Self::EntriesLost => "entries_lost",
-            Self::ReplayTooLong => "replay_too_long",
         }
     }
 }

@@ -108,6 +108,34 @@ pub struct Opened {
     /// Frames replayed from the engine's log, sent after `tidings.connected`
     /// (and `tidings.gap`) and before anything from `subscription`.
     pub replay: Bytes,
+    /// The rest of a replay longer than a stream's queue, page by page:
+    /// sent after `replay` and before anything from `subscription`.
+    pub replay_feed: Option<ReplayFeed>,
+}
+
+/// Pages of frames replayed from an engine's log, read by an engine task
+/// while the stream sends them (at most one page waits). An error ends the
+/// stream: its client resumes from the last id it got.
+#[derive(Debug)]
+pub struct ReplayFeed(tokio::sync::mpsc::Receiver<Result<Bytes, EngineError>>);
+
+/// The engine's end of a [`ReplayFeed`].
+pub(crate) type ReplayFeeder = tokio::sync::mpsc::Sender<Result<Bytes, EngineError>>;
+
+impl ReplayFeed {
+    /// A feed and its feeder.
+    pub(crate) fn channel() -> (ReplayFeeder, Self) {
+        let (feeder, feed) = tokio::sync::mpsc::channel(1);
+        (feeder, Self(feed))
+    }
+
+    /// The next page; `None` once the replay is complete.
+    pub(crate) fn poll_page(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, EngineError>>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 /// Moves messages between publishers, the shared log (if any) and this
@@ -159,6 +187,7 @@ pub trait Engine: Send + Sync + 'static {
                 subscription,
                 subscribed,
                 replay: Bytes::new(),
+                replay_feed: None,
             })
         })
     }

@@ -164,7 +164,7 @@ pub(super) async fn subscribe(
     let (subscription, subscribed) = (opened.subscription, opened.subscribed);
     // A stream catching up from history holds a replay place of its
     // address until it is live (the subscription is dropped if refused).
-    let replay = if subscription.is_replaying() {
+    let replay = if subscription.is_replaying() || opened.replay_feed.is_some() {
         Some(state.replays.acquire(ip)?)
     } else {
         None
@@ -209,6 +209,7 @@ pub(super) async fn subscribe(
         metrics: state.metrics.clone(),
         _permit: permit,
         replay,
+        replay_feed: opened.replay_feed,
         slot: state
             .watchdog
             .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),

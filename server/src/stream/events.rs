@@ -20,7 +20,7 @@ use tidings_core::{
 
 use super::watchdog::SlotGuard;
 use crate::{
-    engine::{FrameSubscription, clock},
+    engine::{FrameSubscription, ReplayFeed, clock},
     limits::{ConnectionPermit, ReplayPermit},
     metrics::{DropReason, Metrics},
     presence::PresenceGuard,
@@ -50,6 +50,9 @@ pub(crate) struct StreamParts {
     pub _permit: ConnectionPermit,
     /// Held while the subscription replays history; dropped once it is live.
     pub replay: Option<ReplayPermit>,
+    /// The rest of a long replay from the engine's log, sent before
+    /// anything from `subscription`.
+    pub replay_feed: Option<ReplayFeed>,
     pub slot: SlotGuard,
     /// Keeps the stream listed in presence; dropping it tells the leave.
     pub _presence: Option<PresenceGuard>,
@@ -119,9 +122,28 @@ impl Stream for EventStream {
             pieces.push(preface);
         }
         this.batch.clear();
+        // A replay fed from the engine's log comes first, page by page.
+        let feeding = match this.parts.replay_feed.as_mut().map(|f| f.poll_page(cx)) {
+            None => false,
+            Some(Poll::Ready(Some(Ok(page)))) => {
+                pieces.push(page);
+                true
+            }
+            Some(Poll::Ready(Some(Err(e)))) => {
+                tracing::info!(connection = %this.parts.connection, error = %e, "a replay failed midway; the client resumes");
+                this.ending = Some(DropReason::ReplayFailed);
+                true
+            }
+            Some(Poll::Ready(None)) => {
+                this.parts.replay_feed = None;
+                false
+            }
+            Some(Poll::Pending) => true,
+        };
         // A replay draws its pages from the server-wide replay pace; live
         // messages are never paced.
         let limit = match &this.parts.replay {
+            _ if feeding => 0,
             None => DRAIN_BATCH,
             Some(replay) => match replay.pace().take(pace_clock(), REPLAY_BATCH) {
                 Ok(granted) => granted,

@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     NatsHealth, NatsPresence, NatsPublishError, NatsSettings, NatsStartError, Publication, Stream,
+    StreamEntry,
     follow::{Control, Follower, outgoing},
     run_probe,
 };
 use crate::engine::{
-    Accepted, BoxFuture, Engine, EngineError, Hub, KeyReused, Opened, PublishError, clock,
+    Accepted, BoxFuture, Engine, EngineError, Hub, KeyReused, Opened, PublishError, ReplayFeed,
+    ReplayFeeder, clock,
 };
 
 /// How often the probe asks the stream for its leader and replicas.
@@ -253,42 +255,115 @@ impl NatsEngine {
     }
 
     /// Replays `patterns` from the stream after `after` up to `head` as SSE
-    /// frames; `None` when more than a stream may queue.
+    /// frames: as many as a stream may queue at once, and when more remain,
+    /// a feed that reads the rest page by page while the stream sends.
     async fn replay_frames(
         &self,
         patterns: &[Pattern],
         after: u64,
         head: u64,
-    ) -> Result<Option<(Bytes, usize)>, EngineError> {
+    ) -> Result<(Bytes, usize, Option<ReplayFeed>), EngineError> {
         if head <= after {
-            return Ok(Some((Bytes::new(), 0)));
+            return Ok((Bytes::new(), 0, None));
         }
+        let epoch = self.epoch();
         let found = self
             .stream
             .replay(patterns, after, head, self.replay_limit)
             .await
             .map_err(|e| EngineError::new(format!("cannot replay from the stream: {e}")))?;
-        if found.truncated {
-            return Ok(None);
-        }
-        let mut bytes = Vec::new();
-        // Subjects match by NATS's rules; topics by the core's (a wildcard
-        // first segment does not match the server's `$` topics).
-        let entries: Vec<_> = found
-            .entries
-            .iter()
-            .filter(|e| patterns.iter().any(|p| p.matches(&e.topic)))
-            .collect();
-        for entry in &entries {
-            let frame = Frame::message(
-                MessageId::new(self.epoch(), entry.seq),
-                &outgoing(entry),
-                clock::now_us(),
-            );
-            bytes.extend_from_slice(&frame.bytes);
-        }
-        Ok(Some((Bytes::from(bytes), entries.len())))
+        let (bytes, count) = encode_replayed(&found.entries, patterns, epoch);
+        let feed = match found.entries.last() {
+            Some(last) if found.truncated => Some(self.feed(patterns, last.seq, head, epoch)),
+            _ => None,
+        };
+        Ok((bytes, count, feed))
     }
+
+    /// Reads what follows `after` up to `head` in a task of its own, page by
+    /// page, while the stream sends: at most one page waits for the stream.
+    fn feed(&self, patterns: &[Pattern], after: u64, head: u64, epoch: Epoch) -> ReplayFeed {
+        let (feeder, feed) = ReplayFeed::channel();
+        let pages = feed_pages(
+            self.stream.clone(),
+            patterns.to_vec(),
+            (after, head),
+            (epoch, self.epoch.clone()),
+            feeder,
+        );
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = pages => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+        feed
+    }
+}
+
+/// Messages read from the stream per page of a [`ReplayFeed`].
+const FEED_PAGE: usize = 64;
+
+/// Feeds the stream's messages for `patterns` in `(after, head]` to
+/// `feeder`, a page at a time, until done, the stream's reader goes away,
+/// or the log's epoch changes (then the stream ends with an error and its
+/// client resumes, to be told the gap).
+async fn feed_pages(
+    stream: Stream,
+    patterns: Vec<Pattern>,
+    (mut after, head): (u64, u64),
+    (epoch, current): (Epoch, Arc<AtomicU64>),
+    feeder: ReplayFeeder,
+) {
+    while after < head {
+        let found = match stream.replay(&patterns, after, head, FEED_PAGE).await {
+            Ok(found) => found,
+            Err(e) => {
+                let error = EngineError::new(format!("cannot replay from the stream: {e}"));
+                let _ = feeder.send(Err(error)).await;
+                return;
+            }
+        };
+        if current.load(Relaxed) != epoch.get() {
+            let error = EngineError::new("the stream was recreated during the replay");
+            let _ = feeder.send(Err(error)).await;
+            return;
+        }
+        let Some(last) = found.entries.last().map(|e| e.seq) else {
+            return;
+        };
+        let (bytes, _) = encode_replayed(&found.entries, &patterns, epoch);
+        if !bytes.is_empty() && feeder.send(Ok(bytes)).await.is_err() {
+            return; // The stream ended.
+        }
+        if !found.truncated {
+            return;
+        }
+        after = last;
+    }
+}
+
+/// Encodes replayed entries as SSE frames, with the ids of `epoch`; the
+/// frames and how many. Subjects match by NATS's rules, topics by the
+/// core's (a wildcard first segment does not match the server's `$`
+/// topics), so entries are checked against `patterns` again.
+fn encode_replayed(entries: &[StreamEntry], patterns: &[Pattern], epoch: Epoch) -> (Bytes, usize) {
+    let mut bytes = Vec::new();
+    let mut count = 0;
+    for entry in entries
+        .iter()
+        .filter(|e| patterns.iter().any(|p| p.matches(&e.topic)))
+    {
+        let frame = Frame::message(
+            MessageId::new(epoch, entry.seq),
+            &outgoing(entry),
+            clock::now_us(),
+        );
+        bytes.extend_from_slice(&frame.bytes);
+        count += 1;
+    }
+    (Bytes::from(bytes), count)
 }
 
 impl Engine for NatsEngine {
@@ -378,7 +453,7 @@ impl Engine for NatsEngine {
                 Placement::Unplaceable(reason) => Some((0, Some(reason))),
             };
             let seam_id = MessageId::new(self.epoch(), seam);
-            let Some((after, mut gap)) = from else {
+            let Some((after, gap)) = from else {
                 let placement = if seam > self.hub.position().seq {
                     Placement::Ahead(seam_id)
                 } else {
@@ -388,19 +463,16 @@ impl Engine for NatsEngine {
                     self.hub.subscribe(patterns, placement, connection);
                 return self.opened(subscription, subscribed, patterns, Bytes::new());
             };
-            let replayed = self.replay_frames(patterns, after, seam).await?;
+            // Live messages after the seam wait in the subscription's queue
+            // while the replay is sent; a replay longer than the queue goes
+            // on page by page through a feed (if the live queue overflows
+            // meanwhile, the stream ends as lagged and its client resumes
+            // from the last replayed id).
+            let (replay, count, feed) = self.replay_frames(patterns, after, seam).await?;
             let mut position = MessageId::new(self.epoch(), after.max(oldest - 1).min(seam));
             if gap.is_none() {
                 position = MessageId::new(self.epoch(), after);
             }
-            let (replay, count) = match replayed {
-                Some(found) => found,
-                None => {
-                    gap = Some(GapReason::ReplayTooLong);
-                    position = seam_id;
-                    (Bytes::new(), 0)
-                }
-            };
             let (subscription, mut subscribed) =
                 self.hub
                     .subscribe(patterns, Placement::Ahead(seam_id), connection);
@@ -412,7 +484,9 @@ impl Engine for NatsEngine {
             subscribed.gap = gap;
             subscribed.position = position;
             subscribed.replayed += count;
-            self.opened(subscription, subscribed, patterns, replay)
+            let mut opened = self.opened(subscription, subscribed, patterns, replay)?;
+            opened.replay_feed = feed;
+            Ok(opened)
         })
     }
 
@@ -457,6 +531,7 @@ impl NatsEngine {
             subscription,
             subscribed,
             replay,
+            replay_feed: None,
         })
     }
 }
