@@ -65,6 +65,9 @@ async fn exact_subscribers_are_listed_with_their_unverified_info_until_they_leav
         .await
         .unwrap();
     let ann_id = ann.connected().await;
+    // Listings sort by join time in ms, then by (random) connection id:
+    // joins in the same millisecond would come in either order.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     let mut bob = server
         .subscribe(&["demo:room1", "demo:other"])
         .await

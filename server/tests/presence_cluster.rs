@@ -53,6 +53,9 @@ async fn a_stream_on_each_instance_is_listed_by_both_until_it_closes() {
         ]))
         .await;
     let ann = on_a.connected().await;
+    // Listings sort by join time in ms, then by (random) connection id:
+    // joins in the same millisecond would come in either order.
+    tokio::time::sleep(Duration::from_millis(3)).await;
     let mut on_b = b.subscribe_query(&q(&[("topic", "demo:room")])).await;
     let bob = on_b.connected().await;
 
@@ -163,6 +166,8 @@ async fn rights_and_paging_hold_across_instances() {
             .await;
         expected.push(stream.connected().await);
         streams.push(stream);
+        // One join per millisecond at most: the listing's order is theirs.
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     let path = |extra: &str| format!("/presence?topic=team:1{extra}");
     let (status, answer) = a.get_json(&path(""), Some(&outsider)).await;
