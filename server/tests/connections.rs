@@ -674,3 +674,44 @@ async fn a_stream_whose_client_goes_away_ends_at_once_not_at_the_next_heartbeat(
         .await;
     }
 }
+
+#[tokio::test]
+async fn absolute_form_and_http_1_0_stream_requests_are_served_too() {
+    let t = start().await;
+    // Absolute form (some clients send it): the lean writer takes it.
+    let mut stream = connect_from("127.0.0.1", t.server.local_addr()).await;
+    stream
+        .write_all(b"GET http://test/events?topic=demo:abs HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_answer(&mut stream).await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+    chunk_with(&mut stream, "tidings.connected").await;
+    t.publish_one("demo:abs", serde_json::json!("absolute"))
+        .await;
+    chunk_with(&mut stream, "\"absolute\"").await;
+
+    // HTTP/1.0 has no chunked coding: hyper serves it, the body ends with
+    // the connection.
+    let mut old = connect_from("127.0.0.1", t.server.local_addr()).await;
+    old.write_all(b"GET /events?topic=demo:old HTTP/1.0\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_answer(&mut old).await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert_eq!(head.header("transfer-encoding"), None, "{head:?}");
+    t.publish_one("demo:old", serde_json::json!("one-point-oh"))
+        .await;
+    let mut body = Vec::new();
+    patiently("the HTTP/1.0 event", async {
+        let mut chunk = [0u8; 1024];
+        while !String::from_utf8_lossy(&body).contains("one-point-oh") {
+            let n = old.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&body));
+            body.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&body).contains("event: tidings.connected"));
+}
