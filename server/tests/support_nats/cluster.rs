@@ -180,6 +180,22 @@ impl NatsCluster {
     /// configuration text, e.g. an `authorization` block), and waits for a
     /// JetStream meta leader.
     pub fn start_with_config(count: usize, config: Option<&str>) -> Self {
+        // The ports are picked free, but another test's process can take
+        // one before the node binds it: then the cluster starts again on
+        // other ports.
+        for attempt in 1.. {
+            match Self::try_start(count, config) {
+                Ok(cluster) => return cluster,
+                Err(log) if attempt < 5 && log.contains("address already in use") => {
+                    eprintln!("a NATS port was taken meanwhile; starting the cluster again");
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(count: usize, config: Option<&str>) -> Result<Self, String> {
         let name = unique_name("tidings_test");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
@@ -205,10 +221,10 @@ impl NatsCluster {
             config,
         };
         for i in 0..count {
-            cluster.restart(i);
+            cluster.start_node(i)?;
         }
         cluster.wait_for_meta_leader();
-        cluster
+        Ok(cluster)
     }
 
     /// Every node's client URL, comma-separated (what `--nats` takes).
@@ -236,6 +252,13 @@ impl NatsCluster {
     /// Starts node `i` (again) on its ports and data directory, and waits
     /// until it accepts clients.
     pub fn restart(&mut self, i: usize) {
+        if let Err(log) = self.start_node(i) {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts node `i`; `Err` with its log if it exited at start.
+    fn start_node(&mut self, i: usize) -> Result<(), String> {
         assert!(!self.nodes[i].is_running(), "node {i} still runs");
         let routes = self.routes();
         let node = &mut self.nodes[i];
@@ -267,11 +290,12 @@ impl NatsCluster {
         let deadline = Instant::now() + ELECTION_PATIENCE;
         while TcpStream::connect(("127.0.0.1", node.port)).is_err() {
             if let Some(Some(status)) = node.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                panic!(
+                node.child = None;
+                return Err(format!(
                     "nats-server {} exited at start ({status}); its log:\n{}",
                     node.name,
                     std::fs::read_to_string(node.log_path()).unwrap_or_default()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -280,6 +304,7 @@ impl NatsCluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// `kill -9` node `i` (by its pid) and reaps it.
