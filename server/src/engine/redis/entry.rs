@@ -1,14 +1,22 @@
 //! Stream entries: how a message is stored in the shared Redis stream and
 //! read back.
 //!
-//! An entry is `e EPOCH n SEQ topic T type Y data D at U [exclude C]`: the
-//! message's Tidings id is `EPOCH-SEQ` (the Redis stream id only orders
-//! entries and is where a reader continues); `U` is when the publish was
-//! accepted (µs since the Unix epoch, for the latency metric). Entries are
-//! written only by the publish script (`scripts.rs`). Decoding is lenient
-//! about what it does not own: an entry written by someone else (missing
-//! fields, a bad topic) is reported as [`Entry::Foreign`] so the reader can
-//! skip it and keep its position.
+//! An entry has one field, `m`, whose value is
+//! `EPOCH SEQ AT EXCLUDE TOPIC TYPE` `\n` `DATA`: the message's Tidings id
+//! is `EPOCH-SEQ` (the Redis stream id only orders entries and is where a
+//! reader continues); `AT` is when the publish was accepted (µs since the
+//! Unix epoch, for the latency metric); `EXCLUDE` is the sender's
+//! connection id, or `-`; the type is last on its line (it may hold
+//! spaces; topics cannot). One field instead of one per part: Redis
+//! stores, sends and the reader parses a quarter of the values, which
+//! showed in cluster mode's CPU per publish (BENCHMARKS.md).
+//!
+//! Entries written by earlier builds, one field per part
+//! (`e EPOCH n SEQ topic T type Y data D at U [exclude C]`), are still
+//! read. Entries are written only by the publish script (`scripts.rs`).
+//! Decoding is lenient about what it does not own: an entry written by
+//! someone else (missing fields, a bad topic) is reported as
+//! [`Entry::Foreign`] so the reader can skip it and keep its position.
 
 use ::redis::Value;
 use tidings_core::{
@@ -16,7 +24,10 @@ use tidings_core::{
     topic::Topic,
 };
 
-/// Field names of an entry.
+/// The field of an entry (see the module docs).
+const MESSAGE: &[u8] = b"m";
+
+/// Field names of an entry written by an earlier build.
 pub(super) const EPOCH: &[u8] = b"e";
 pub(super) const SEQ: &[u8] = b"n";
 const TOPIC: &[u8] = b"topic";
@@ -106,6 +117,11 @@ fn parse_entry(value: &Value) -> Result<Entry, BadReply> {
         Value::Nil => Vec::new(),
         other => return Err(BadReply(format!("expected entry fields, got {other:?}"))),
     };
+    if let [name, packed] = fields[..]
+        && text(name) == Some(MESSAGE)
+    {
+        return Ok(parse_packed(at, text(packed).unwrap_or_default()));
+    }
     let mut slots: [Option<&[u8]>; 7] = [None; 7];
     for pair in fields.chunks(2) {
         let [name, value] = pair else { break };
@@ -148,6 +164,47 @@ fn parse_entry(value: &Value) -> Result<Entry, BadReply> {
         message,
         accepted_us: accepted.and_then(|a| a.parse().ok()),
     })
+}
+
+/// An entry's `m` field: `EPOCH SEQ AT EXCLUDE TOPIC TYPE\nDATA`.
+fn parse_packed(at: StreamId, packed: &[u8]) -> Entry {
+    let foreign = |why: String| Entry::Foreign(at.clone(), why);
+    let Ok(packed) = std::str::from_utf8(packed) else {
+        return foreign("the `m` field is not UTF-8".into());
+    };
+    let Some((head, data)) = packed.split_once('\n') else {
+        return foreign("the `m` field has no line break before its data".into());
+    };
+    let mut parts = head.splitn(6, ' ');
+    let (Some(epoch), Some(seq), Some(accepted), Some(exclude), Some(topic), Some(event_type)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return foreign(format!("the `m` field's first line `{head}` has fewer than 6 parts"));
+    };
+    let (Ok(epoch), Ok(seq)) = (epoch.parse::<Epoch>(), seq.parse::<u64>()) else {
+        return foreign(format!("bad epoch `{epoch}` or sequence `{seq}`"));
+    };
+    let topic = match Topic::new(topic) {
+        Ok(topic) => topic,
+        Err(e) => return foreign(format!("bad topic `{topic}`: {e}")),
+    };
+    let event_type = match EventType::from_log(event_type) {
+        Ok(t) => t,
+        Err(e) => return foreign(format!("bad type: {e}")),
+    };
+    let mut message = Outgoing::new(topic, event_type, data);
+    message.exclude = exclude.parse::<ConnectionId>().ok();
+    Entry::Message {
+        at,
+        id: MessageId::new(epoch, seq),
+        message,
+        accepted_us: accepted.parse().ok(),
+    }
 }
 
 fn utf8(bytes: Option<&[u8]>) -> Option<&str> {
@@ -240,6 +297,63 @@ mod tests {
             assert!(parse_xread(&reply, "other").unwrap().is_empty());
         }
         assert!(parse_xread(&Value::Nil, "k").unwrap().is_empty());
+    }
+
+    #[test]
+    fn entries_in_one_field_are_read_with_data_kept_whole() {
+        let reply = Value::Array(vec![
+            entry("1-0", &["m", "z 7 99 - a:b t\nline 1\nline 2 "]),
+            entry(
+                "1-1",
+                &["m", "z 8 100 000000000000000000000000000000ff a:c my type\n{}"],
+            ),
+            entry("1-2", &["m", "z 9 x - a:d message\n"]),
+        ]);
+        let got = parse_entries(&reply).unwrap();
+        let Entry::Message {
+            at,
+            id,
+            message,
+            accepted_us,
+        } = &got[0]
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!((at.as_str(), id.to_string()), ("1-0", "z-7".into()));
+        assert_eq!((message.topic.as_str(), message.event_type.as_str()), ("a:b", "t"));
+        assert_eq!(message.data, "line 1\nline 2 ");
+        assert_eq!((message.exclude, *accepted_us), (None, Some(99)));
+        let Entry::Message { message, .. } = &got[1] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(message.event_type.as_str(), "my type");
+        assert_eq!(message.exclude, Some(ConnectionId::from_random(0xff)));
+        assert!(
+            matches!(&got[2], Entry::Message { message, accepted_us: None, .. } if message.data.is_empty()),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn damaged_one_field_entries_are_foreign() {
+        let reply = Value::Array(vec![
+            entry("1-0", &["m", "z 7 99 - a:b t"]),
+            entry("1-1", &["m", "z 7 99 - a:b\n1"]),
+            entry("1-2", &["m", "Z! 7 99 - a:b t\n1"]),
+            entry("1-3", &["m", "z 7 99 - a:* t\n1"]),
+            entry("1-4", &["m", "z 7 99 - a tidings.gap\n1"]),
+            Value::Array(vec![
+                bulk("1-5"),
+                Value::Array(vec![bulk("m"), Value::BulkString(vec![0xff, b'\n'])]),
+            ]),
+        ]);
+        let got = parse_entries(&reply).unwrap();
+        assert_eq!(got.len(), 6);
+        assert!(
+            got.iter().all(|e| matches!(e, Entry::Foreign(..))),
+            "{got:?}"
+        );
+        assert!(matches!(&got[1], Entry::Foreign(_, why) if why.contains("fewer than 6")));
     }
 
     #[test]

@@ -47,7 +47,9 @@ if #first == 1 then
   local f = first[1][2]
   local e, seq
   for i = 1, #f, 2 do
-    if f[i] == 'e' then e = f[i + 1] elseif f[i] == 'n' then seq = f[i + 1] end
+    if f[i] == 'm' then
+      e, seq = string.match(f[i + 1], '^(%S+) (%d+) ')
+    elseif f[i] == 'e' then e = f[i + 1] elseif f[i] == 'n' then seq = f[i + 1] end
   end
   if e == epoch and seq then
     oldest = tonumber(seq)
@@ -103,6 +105,8 @@ for i = 0, count - 1 do
 end
 local out = {'ok'}
 local made = {}
+local n = tonumber(redis.call('HGET', meta, 'n'))
+local taken = n
 for i = 0, count - 1 do
   local b = 6 + i * 6
   local topic, exclude, key, fp = ARGV[b], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
@@ -114,15 +118,12 @@ for i = 0, count - 1 do
     table.insert(out, id)
     table.insert(out, 1)
   else
-    local n = redis.call('HINCRBY', meta, 'n', 1)
-    local fields = {stream, 'MAXLEN', '~', ARGV[2], '*', 'e', epoch, 'n', n,
-      'topic', topic, 'type', ARGV[b + 1], 'data', ARGV[b + 2], 'at', ARGV[3]}
-    if exclude ~= '' then
-      table.insert(fields, 'exclude')
-      table.insert(fields, exclude)
-    end
-    redis.call('XADD', unpack(fields))
-    local id = epoch .. '-' .. string.format('%d', n)
+    n = n + 1
+    local seq = string.format('%d', n)
+    if exclude == '' then exclude = '-' end
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'm',
+      epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. exclude .. ' ' .. topic .. ' ' .. ARGV[b + 1] .. '\n' .. ARGV[b + 2])
+    local id = epoch .. '-' .. seq
     if k then
       made[k] = id .. ' ' .. fp
       redis.call('SET', k, made[k], 'PX', ARGV[4])
@@ -130,6 +131,9 @@ for i = 0, count - 1 do
     table.insert(out, id)
     table.insert(out, 0)
   end
+end
+if n ~= taken then
+  redis.call('HSET', meta, 'n', string.format('%d', n))
 end
 return out
 ";
