@@ -197,6 +197,15 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_MAX_REPLAYS_PER_IP", default_value_t = 8)]
     pub max_replays_per_ip: usize,
 
+    /// Replays from history one client IP may start a second (bursts of one
+    /// second's worth; 0: no limit). A resume over it is refused with 429
+    /// `too_many_replays` and `Retry-After` before it is placed, so a
+    /// client that loops "resume from the start, read, close" costs the
+    /// server a refusal, not a subscription. Only resumes that had
+    /// messages to replay count.
+    #[arg(long, env = "TIDINGS_REPLAY_STARTS_PER_IP", default_value_t = 50)]
+    pub replay_starts_per_ip: u64,
+
     /// Messages a second that all replays together may send from history
     /// (0: unlimited). Live messages are never paced; a resume far behind
     /// takes longer instead of taking the CPU from live traffic.

@@ -83,6 +83,17 @@ pub enum ApiError {
         /// The per-address limit.
         limit: usize,
     },
+    /// This client address started too many replays from history in the
+    /// last second (429, `too_many_replays`).
+    #[error(
+        "your address started too many replays from history (limit {per_sec} a second); resume again in {retry_after} s"
+    )]
+    TooManyReplayStarts {
+        /// The per-address rate.
+        per_sec: u64,
+        /// Seconds until one may start (`Retry-After`).
+        retry_after: u64,
+    },
     /// Too many streams in total (503, `server_full`).
     #[error("the server has reached its stream limit ({limit}); retry later")]
     ServerFull {
@@ -167,7 +178,8 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyFromIp { .. }
             | Self::TooManySocketsFromIp { .. }
-            | Self::TooManyReplays { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | Self::TooManyReplays { .. }
+            | Self::TooManyReplayStarts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ServerFull { .. } | Self::Unavailable(_) | Self::TooManySockets { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -181,6 +193,9 @@ impl ApiError {
     /// The `Retry-After` seconds that go with this error, if any (every
     /// 429 and 503).
     pub fn retry_after(&self) -> Option<u64> {
+        if let Self::TooManyReplayStarts { retry_after, .. } = self {
+            return Some(*retry_after);
+        }
         matches!(
             self.status(),
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -202,7 +217,7 @@ impl ApiError {
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TooManyFromIp { .. } => "too_many_connections",
-            Self::TooManyReplays { .. } => "too_many_replays",
+            Self::TooManyReplays { .. } | Self::TooManyReplayStarts { .. } => "too_many_replays",
             Self::ServerFull { .. } => "server_full",
             Self::Unavailable(_) => "unavailable",
             Self::RequestTimeout { .. } => "request_timeout",

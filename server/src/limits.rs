@@ -104,16 +104,52 @@ impl Drop for ConnectionPermit {
 ///
 /// let replays = ReplayLimiter::new(1);
 /// let ip = "192.0.2.1".parse().unwrap();
-/// let first = replays.acquire(ip).unwrap();
-/// assert!(replays.acquire(ip).is_err());
+/// let now = std::time::Duration::ZERO;
+/// let first = replays.acquire(ip, now).unwrap();
+/// assert!(replays.acquire(ip, now).is_err());
 /// drop(first); // caught up
-/// assert!(replays.acquire(ip).is_ok());
+/// assert!(replays.acquire(ip, now).is_ok());
 /// ```
 #[derive(Debug, Clone)]
 pub struct ReplayLimiter {
     counts: ConnectionLimiter,
     max_per_ip: usize,
     pace: ReplayPace,
+    starts: Option<Arc<Mutex<StartRates>>>,
+}
+
+/// Replays started per client address: one token bucket each, forgotten
+/// once full again (an address that stopped resuming holds no memory).
+#[derive(Debug)]
+struct StartRates {
+    per_sec: u64,
+    buckets: HashMap<IpAddr, TokenBucket>,
+}
+
+/// Addresses whose replay starts are remembered at once; past it, full
+/// buckets are forgotten, then (a flood from very many addresses) all.
+const MAX_START_BUCKETS: usize = 65_536;
+
+impl StartRates {
+    fn bucket(&mut self, ip: IpAddr, now: Duration) -> &mut TokenBucket {
+        if self.buckets.len() >= MAX_START_BUCKETS && !self.buckets.contains_key(&ip) {
+            self.buckets.retain(|_, b| {
+                b.refill(now);
+                !b.is_full()
+            });
+            if self.buckets.len() >= MAX_START_BUCKETS {
+                self.buckets.clear();
+            }
+        }
+        let per_sec = self.per_sec;
+        let bucket = self.buckets.entry(ip).or_insert_with(|| {
+            let mut fresh = TokenBucket::new(per_sec, per_sec);
+            fresh.last = now;
+            fresh
+        });
+        bucket.refill(now);
+        bucket
+    }
 }
 
 /// One stream's place among its address's replays; dropping it (when the
@@ -141,6 +177,58 @@ impl ReplayLimiter {
             counts: ConnectionLimiter::new(usize::MAX, max_per_ip),
             max_per_ip,
             pace: ReplayPace::unlimited(),
+            starts: None,
+        }
+    }
+
+    /// The same limiter, starting at most `per_sec` replays a second per
+    /// address (bursts of one second's worth; 0: no limit). See
+    /// [`check_start`](Self::check_start).
+    pub fn with_start_rate(mut self, per_sec: u64) -> Self {
+        self.starts = (per_sec > 0).then(|| {
+            Arc::new(Mutex::new(StartRates {
+                per_sec,
+                buckets: HashMap::new(),
+            }))
+        });
+        self
+    }
+
+    /// Before a resume is placed: refuses it with
+    /// [`ApiError::TooManyReplayStarts`] if `ip` has used up its replay
+    /// starts at `now` (any clock, the same for every call), so a client
+    /// that loops "resume from the start, read, close" is turned away
+    /// before it costs a subscription. Takes nothing: only a resume that
+    /// turns out to replay is counted ([`acquire`](Self::acquire)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidings_server::limits::ReplayLimiter;
+    ///
+    /// let replays = ReplayLimiter::new(100).with_start_rate(2);
+    /// let ip = "192.0.2.1".parse().unwrap();
+    /// let now = Duration::from_secs(10);
+    /// for _ in 0..2 {
+    ///     replays.check_start(ip, now).unwrap();
+    ///     let _caught_up = replays.acquire(ip, now).unwrap();
+    /// }
+    /// assert!(replays.check_start(ip, now).is_err());
+    /// // Another address, or half a second later, may start one.
+    /// assert!(replays.check_start("192.0.2.2".parse().unwrap(), now).is_ok());
+    /// assert!(replays.check_start(ip, now + Duration::from_millis(500)).is_ok());
+    /// ```
+    pub fn check_start(&self, ip: IpAddr, now: Duration) -> Result<(), ApiError> {
+        let Some(starts) = &self.starts else {
+            return Ok(());
+        };
+        let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+        let per_sec = starts.per_sec;
+        match starts.bucket(ip, now).wait_for(1) {
+            None => Ok(()),
+            Some(wait) => Err(ApiError::TooManyReplayStarts {
+                per_sec,
+                retry_after: wait.as_secs().max(1),
+            }),
         }
     }
 
@@ -150,18 +238,25 @@ impl ReplayLimiter {
         self
     }
 
-    /// Admits a replay for `ip`, or refuses it with
-    /// [`ApiError::TooManyReplays`].
-    pub fn acquire(&self, ip: IpAddr) -> Result<ReplayPermit, ApiError> {
-        self.counts
+    /// Admits a replay for `ip` at `now`, or refuses it with
+    /// [`ApiError::TooManyReplays`]; counts it among the address's replay
+    /// starts (which may go below zero: the next
+    /// [`check_start`](Self::check_start) waits for it).
+    pub fn acquire(&self, ip: IpAddr, now: Duration) -> Result<ReplayPermit, ApiError> {
+        let place = self
+            .counts
             .acquire(ip)
-            .map(|place| ReplayPermit {
-                _place: place,
-                pace: self.pace.clone(),
-            })
             .map_err(|_| ApiError::TooManyReplays {
                 limit: self.max_per_ip,
-            })
+            })?;
+        if let Some(starts) = &self.starts {
+            let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+            starts.bucket(ip, now).spend(1);
+        }
+        Ok(ReplayPermit {
+            _place: place,
+            pace: self.pace.clone(),
+        })
     }
 
     /// Replays running now.
@@ -288,6 +383,24 @@ impl TokenBucket {
         }
         let missing = needed - self.micros;
         Err(Duration::from_micros(missing.div_ceil(self.per_sec)))
+    }
+
+    fn is_full(&self) -> bool {
+        self.micros >= self.burst * MICROS_PER_TOKEN
+    }
+
+    /// How long until `tokens` are there (after a refill); `None` if they are.
+    fn wait_for(&self, tokens: u64) -> Option<Duration> {
+        let needed = tokens.min(self.burst) * MICROS_PER_TOKEN;
+        (self.micros < needed)
+            .then(|| Duration::from_micros((needed - self.micros).div_ceil(self.per_sec)))
+    }
+
+    /// Takes `tokens` whatever is there (an empty bucket stays empty).
+    fn spend(&mut self, tokens: u64) {
+        self.micros = self
+            .micros
+            .saturating_sub(tokens.saturating_mul(MICROS_PER_TOKEN));
     }
 
     fn give_back(&mut self, tokens: u64) {
@@ -606,5 +719,33 @@ mod tests {
         drop(a1);
         assert_eq!(limiter.open(), 2);
         let _a3 = limiter.acquire(a).unwrap();
+    }
+
+    #[test]
+    fn replay_start_rates_forget_addresses_that_stopped_resuming() {
+        let replays = ReplayLimiter::new(usize::MAX).with_start_rate(1);
+        let ip = |n: usize| IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        let buckets = || {
+            replays
+                .starts
+                .as_ref()
+                .unwrap()
+                .lock()
+                .unwrap()
+                .buckets
+                .len()
+        };
+        let at = Duration::from_secs;
+        for n in 0..MAX_START_BUCKETS {
+            replays.check_start(ip(n), at(0)).unwrap();
+            drop(replays.acquire(ip(n), at(0)).unwrap());
+        }
+        assert_eq!(buckets(), MAX_START_BUCKETS);
+        assert!(replays.check_start(ip(7), at(0)).is_err(), "spent");
+        // A second later every bucket is full again: a new address makes
+        // room by forgetting them, and the forgotten ones start full.
+        replays.check_start(ip(MAX_START_BUCKETS), at(1)).unwrap();
+        assert_eq!(buckets(), 1);
+        replays.check_start(ip(7), at(1)).unwrap();
     }
 }

@@ -217,3 +217,40 @@ async fn replays_draw_from_the_replay_rate_and_live_messages_are_not_paced() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_looping_resumes_is_refused_before_it_is_placed_and_may_resume_again_later() {
+    let t = start_with(|a| a.replay_starts_per_ip = 2).await;
+    let first = t.publish_one("demo:s:1", json!(1)).await;
+    let newest = t.publish_one("demo:s:1", json!(2)).await;
+    let resume = async |from: &str| {
+        t.subscribe_with(&["demo:s:>"], &[("lastEventId", from)], |r| r)
+            .await
+    };
+
+    // Resumes with nothing to replay do not count.
+    for _ in 0..5 {
+        resume(newest.as_str()).await.unwrap().connected().await;
+    }
+    // Two replays a second, then the address is told to wait.
+    for _ in 0..2 {
+        let mut replay = resume(first.as_str()).await.unwrap();
+        replay.connected().await;
+        assert_eq!(data(&replay.event().await), json!(2));
+    }
+    let r = resume(first.as_str()).await.err().expect("over the rate");
+    assert_eq!((r.status.as_u16(), r.code()), (429, "too_many_replays"));
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(r.message().contains("limit 2 a second"), "{}", r.message());
+    // Any resume waits now, even one with nothing to replay; live
+    // streams do not.
+    assert_eq!(resume(newest.as_str()).await.err().unwrap().status, 429);
+    t.subscribe(&["demo:s:>"]).await.unwrap().connected().await;
+
+    // Half a second gives one replay back.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let mut replay = resume(first.as_str()).await.unwrap();
+    replay.connected().await;
+    assert_eq!(data(&replay.event().await), json!(2));
+    assert_eq!(resume(first.as_str()).await.err().unwrap().status, 429);
+}

@@ -1,6 +1,6 @@
 //! `GET /events`: open an SSE stream.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Body,
@@ -19,6 +19,7 @@ use tidings_core::{
 use super::AppState;
 use crate::{
     auth::{AuthError, Session, find_token},
+    engine::clock,
     error::ApiError,
     presence::{EVENTS_PREFIX, client_info, events_pattern},
     stream::{ConnectionInfo, EventStream, StreamParts},
@@ -142,6 +143,12 @@ pub(super) async fn subscribe(
     // Limits last, so refused requests take no place.
     let conn = conn.map(|axum::Extension(c)| c);
     let ip = state.client_ip(conn.as_ref(), &headers);
+    let now = Duration::from_micros(clock::now_us());
+    if resume_text.is_some() {
+        // A client looping resumes is turned away before it costs a
+        // subscription.
+        state.replays.check_start(ip, now)?;
+    }
     let permit = state.limiter.acquire(ip)?;
 
     // Where the stream starts: the hub places the resume id; one ahead of
@@ -165,7 +172,7 @@ pub(super) async fn subscribe(
     // A stream catching up from history holds a replay place of its
     // address until it is live (the subscription is dropped if refused).
     let replay = if subscription.is_replaying() || opened.replay_feed.is_some() {
-        Some(state.replays.acquire(ip)?)
+        Some(state.replays.acquire(ip, now)?)
     } else {
         None
     };

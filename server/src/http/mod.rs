@@ -58,6 +58,8 @@ pub struct Settings {
     pub max_replays_per_ip: usize,
     /// Messages a second all replays together may send (0: unlimited).
     pub replay_rate: u64,
+    /// Replays one client IP may start a second (0: unlimited).
+    pub replay_starts_per_ip: u64,
 }
 
 /// State shared by every request.
@@ -94,7 +96,8 @@ impl AppState {
     ) -> Self {
         Self {
             replays: ReplayLimiter::new(settings.max_replays_per_ip)
-                .paced(ReplayPace::new(settings.replay_rate)),
+                .paced(ReplayPace::new(settings.replay_rate))
+                .with_start_rate(settings.replay_starts_per_ip),
             settings,
             auth,
             engine,

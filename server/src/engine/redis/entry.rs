@@ -184,7 +184,9 @@ fn parse_packed(at: StreamId, packed: &[u8]) -> Entry {
         parts.next(),
         parts.next(),
     ) else {
-        return foreign(format!("the `m` field's first line `{head}` has fewer than 6 parts"));
+        return foreign(format!(
+            "the `m` field's first line `{head}` has fewer than 6 parts"
+        ));
     };
     let (Ok(epoch), Ok(seq)) = (epoch.parse::<Epoch>(), seq.parse::<u64>()) else {
         return foreign(format!("bad epoch `{epoch}` or sequence `{seq}`"));
@@ -305,7 +307,10 @@ mod tests {
             entry("1-0", &["m", "z 7 99 - a:b t\nline 1\nline 2 "]),
             entry(
                 "1-1",
-                &["m", "z 8 100 000000000000000000000000000000ff a:c my type\n{}"],
+                &[
+                    "m",
+                    "z 8 100 000000000000000000000000000000ff a:c my type\n{}",
+                ],
             ),
             entry("1-2", &["m", "z 9 x - a:d message\n"]),
         ]);
@@ -320,7 +325,10 @@ mod tests {
             panic!("{got:?}")
         };
         assert_eq!((at.as_str(), id.to_string()), ("1-0", "z-7".into()));
-        assert_eq!((message.topic.as_str(), message.event_type.as_str()), ("a:b", "t"));
+        assert_eq!(
+            (message.topic.as_str(), message.event_type.as_str()),
+            ("a:b", "t")
+        );
         assert_eq!(message.data, "line 1\nline 2 ");
         assert_eq!((message.exclude, *accepted_us), (None, Some(99)));
         let Entry::Message { message, .. } = &got[1] else {
