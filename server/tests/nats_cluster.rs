@@ -601,10 +601,12 @@ async fn a_topics_last_message_lost_live_still_reaches_its_subscribers_or_they_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resume_far_longer_than_the_queue_is_replayed_from_the_stream_then_goes_live() {
+async fn a_resume_far_longer_than_the_queue_is_replayed_from_the_stream_at_the_replay_rate_then_goes_live()
+ {
     let nats = cluster().await;
     let name = unique_name("FAR").to_uppercase();
-    // A queue of 32: a replay of hundreds goes on page by page.
+    // A queue of 32: a replay of hundreds goes on page by page, drawn from
+    // a replay pace of 150 messages a second (bursts of 64).
     let a = Instance::spawn(&[
         "--nats",
         &nats.urls(),
@@ -614,6 +616,8 @@ async fn a_resume_far_longer_than_the_queue_is_replayed_from_the_stream_then_goe
         &name.to_lowercase(),
         "--queue",
         "32",
+        "--replay-rate",
+        "150",
     ]);
     assert_eq!(a.health().await, StatusCode::OK);
     let mut ids = Vec::new();
@@ -632,11 +636,18 @@ async fn a_resume_far_longer_than_the_queue_is_replayed_from_the_stream_then_goe
     }
     // Resumes after the 10th message, one with a pattern for both topics,
     // one with a single topic (every third message is not its own).
+    let mut watcher = a.subscribe(&["demo:far:a"], None).await;
+    watcher.connected().await;
+    let started = std::time::Instant::now();
     let mut both = a.subscribe(&["demo:far:*"], Some(&ids[9])).await;
     both.connected().await;
     let mut only_a = a.subscribe(&["demo:far:a"], Some(&ids[9])).await;
     only_a.connected().await;
     let live = a.publish("demo:far:a", json!("live")).await;
+    // Live messages are not paced: a live stream has it while both
+    // replays still go on.
+    assert_eq!(watcher.event().await.last_event_id, live);
+    assert_eq!(a.metric("tidings_replays").await, 2.0, "still replaying");
 
     let mut expected: Vec<String> = ids[10..].to_vec();
     expected.push(live.clone());
@@ -652,5 +663,12 @@ async fn a_resume_far_longer_than_the_queue_is_replayed_from_the_stream_then_goe
     let got = messages(&mut only_a, expected_a.len()).await;
     assert!(got.iter().all(|m| m.1 != "tidings.gap"), "{got:?}");
     assert_eq!(got.into_iter().map(|m| m.0).collect::<Vec<_>>(), expected_a);
+    // 290 + 193 replayed, 2 × 32 of them in the first pages (not paced),
+    // the first 64 paced ones from the bucket: 355 at 150 a second.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2_000),
+        "355 paced messages at 150/s took {took:?}"
+    );
     drop(nats);
 }

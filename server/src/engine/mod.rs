@@ -117,12 +117,20 @@ pub struct Opened {
 /// while the stream sends them (at most one page waits). An error ends the
 /// stream: its client resumes from the last id it got.
 #[derive(Debug)]
-pub struct ReplayFeed(tokio::sync::mpsc::Receiver<Result<Bytes, EngineError>>);
+pub struct ReplayFeed(tokio::sync::mpsc::Receiver<Result<ReplayPage, EngineError>>);
+
+/// One page of a [`ReplayFeed`]: SSE frames and how many messages they hold
+/// (at most [`ReplayFeed::PAGE`]).
+pub(crate) type ReplayPage = (Bytes, usize);
 
 /// The engine's end of a [`ReplayFeed`].
-pub(crate) type ReplayFeeder = tokio::sync::mpsc::Sender<Result<Bytes, EngineError>>;
+pub(crate) type ReplayFeeder = tokio::sync::mpsc::Sender<Result<ReplayPage, EngineError>>;
 
 impl ReplayFeed {
+    /// Most messages in one page: what the stream takes from the replay
+    /// pace before it asks for the next.
+    pub(crate) const PAGE: usize = 64;
+
     /// A feed and its feeder.
     pub(crate) fn channel() -> (ReplayFeeder, Self) {
         let (feeder, feed) = tokio::sync::mpsc::channel(1);
@@ -133,7 +141,7 @@ impl ReplayFeed {
     pub(crate) fn poll_page(
         &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Bytes, EngineError>>> {
+    ) -> std::task::Poll<Option<Result<ReplayPage, EngineError>>> {
         self.0.poll_recv(cx)
     }
 }

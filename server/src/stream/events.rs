@@ -122,10 +122,31 @@ impl Stream for EventStream {
             pieces.push(preface);
         }
         this.batch.clear();
-        // A replay fed from the engine's log comes first, page by page.
-        let feeding = match this.parts.replay_feed.as_mut().map(|f| f.poll_page(cx)) {
+        // A replay fed from the engine's log comes first, page by page, each
+        // drawn from the server-wide replay pace like a replay from history.
+        let fed = match (&mut this.parts.replay_feed, &this.parts.replay) {
+            (None, _) => None,
+            (Some(feed), None) => Some(feed.poll_page(cx)),
+            (Some(feed), Some(replay)) => {
+                match replay.pace().take(pace_clock(), ReplayFeed::PAGE) {
+                    Ok(granted) => Some(feed.poll_page(cx).map(|page| {
+                        let used = match &page {
+                            Some(Ok((_, count))) => granted.min(*count),
+                            _ => 0,
+                        };
+                        replay.pace().give_back(granted - used);
+                        page
+                    })),
+                    Err(wait) => {
+                        wait_for_pace(&mut this.pace_wait, wait, cx);
+                        Some(Poll::Pending)
+                    }
+                }
+            }
+        };
+        let feeding = match fed {
             None => false,
-            Some(Poll::Ready(Some(Ok(page)))) => {
+            Some(Poll::Ready(Some(Ok((page, _))))) => {
                 pieces.push(page);
                 true
             }

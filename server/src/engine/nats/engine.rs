@@ -302,9 +302,6 @@ impl NatsEngine {
     }
 }
 
-/// Messages read from the stream per page of a [`ReplayFeed`].
-const FEED_PAGE: usize = 64;
-
 /// Feeds the stream's messages for `patterns` in `(after, head]` to
 /// `feeder`, a page at a time, until done, the stream's reader goes away,
 /// or the log's epoch changes (then the stream ends with an error and its
@@ -317,7 +314,10 @@ async fn feed_pages(
     feeder: ReplayFeeder,
 ) {
     while after < head {
-        let found = match stream.replay(&patterns, after, head, FEED_PAGE).await {
+        let found = match stream
+            .replay(&patterns, after, head, ReplayFeed::PAGE)
+            .await
+        {
             Ok(found) => found,
             Err(e) => {
                 let error = EngineError::new(format!("cannot replay from the stream: {e}"));
@@ -333,8 +333,8 @@ async fn feed_pages(
         let Some(last) = found.entries.last().map(|e| e.seq) else {
             return;
         };
-        let (bytes, _) = encode_replayed(&found.entries, &patterns, epoch);
-        if !bytes.is_empty() && feeder.send(Ok(bytes)).await.is_err() {
+        let (bytes, count) = encode_replayed(&found.entries, &patterns, epoch);
+        if count > 0 && feeder.send(Ok((bytes, count))).await.is_err() {
             return; // The stream ended.
         }
         if !found.truncated {
