@@ -90,6 +90,9 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     /// Open TCP connections being served (any kind).
     pub tcp_connections: AtomicI64,
+    /// Open event streams written by the lean HTTP/1.1 writer (the others
+    /// by hyper: HTTP/2, TLS's HTTP/1.1 too, `--stream-writer hyper`).
+    pub lean_streams: AtomicI64,
     /// TCP connections refused over the caps (answered 429/503, or closed
     /// at accept).
     pub tcp_refused: AtomicU64,
@@ -148,6 +151,11 @@ impl Metrics {
                 "tidings_tcp_connections",
                 "Open TCP connections being served (streams, requests, idle keep-alive).",
                 self.tcp_connections.load(Relaxed),
+            ),
+            (
+                "tidings_lean_streams",
+                "Open event streams written by the lean HTTP/1.1 writer (the rest by hyper).",
+                self.lean_streams.load(Relaxed),
             ),
             (
                 "tidings_subscriptions",

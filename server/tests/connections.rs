@@ -715,3 +715,61 @@ async fn absolute_form_and_http_1_0_stream_requests_are_served_too() {
     .await;
     assert!(String::from_utf8_lossy(&body).contains("event: tidings.connected"));
 }
+
+/// Opens a stream on `stream` (already connected) and reads up to
+/// `tidings.connected`.
+async fn open_stream_on(stream: &mut TcpStream, topic: &str) {
+    let request = format!("GET /events?topic={topic} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_answer(stream).await;
+    assert_eq!(head.status, 200, "{head:?}");
+    chunk_with(stream, "tidings.connected").await;
+}
+
+#[tokio::test]
+async fn a_connection_that_served_other_requests_first_still_gets_the_lean_writer() {
+    let t = start().await;
+    // What a browser does: page and assets, then `EventSource` on the same
+    // keep-alive connection.
+    let mut browser = connect_from("127.0.0.1", t.server.local_addr()).await;
+    for _ in 0..3 {
+        assert_eq!(ask(&mut browser, HEALTHZ).await.status, 200);
+    }
+    // A refused stream goes through the lean path and back, too.
+    let refused = ask(&mut browser, b"GET /events HTTP/1.1\r\nhost: test\r\n\r\n").await;
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert_eq!(ask(&mut browser, HEALTHZ).await.status, 200);
+    open_stream_on(&mut browser, "demo:reused").await;
+    assert_eq!(t.metric("tidings_connections").await, 1.0);
+    assert_eq!(
+        t.metric("tidings_lean_streams").await,
+        1.0,
+        "the lean writer"
+    );
+    t.publish_one("demo:reused", serde_json::json!("reused"))
+        .await;
+    chunk_with(&mut browser, "\"reused\"").await;
+
+    // After a request with a body, hyper may hold bytes of the next one:
+    // the connection stays with hyper, and its stream still works.
+    let mut publisher = connect_from("127.0.0.1", t.server.local_addr()).await;
+    let body = r#"{"topic":"demo:other","data":1}"#;
+    let post = format!(
+        "POST /publish HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(ask(&mut publisher, post.as_bytes()).await.status, 200);
+    open_stream_on(&mut publisher, "demo:reused").await;
+    assert_eq!(t.metric("tidings_connections").await, 2.0);
+    assert_eq!(t.metric("tidings_lean_streams").await, 1.0, "hyper's");
+    t.publish_one("demo:reused", serde_json::json!("both"))
+        .await;
+    chunk_with(&mut browser, "\"both\"").await;
+    chunk_with(&mut publisher, "\"both\"").await;
+
+    drop(browser);
+    eventually("the lean stream to end", async || {
+        t.metric("tidings_lean_streams").await == 0.0
+    })
+    .await;
+}

@@ -35,7 +35,10 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-use super::reject::{LINGER, LINGER_BYTES, parser_refusal, raw_response};
+use super::{
+    lean,
+    reject::{LINGER, LINGER_BYTES, parser_refusal, raw_response},
+};
 use crate::{error::ApiError, stream::IoState};
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
@@ -85,6 +88,21 @@ enum Ending {
     Done,
 }
 
+/// Whether the connection can be taken back from hyper for a lean stream
+/// (see [`GuardedIo::watch_for_streams`]).
+#[derive(Debug)]
+enum TakeBack {
+    /// Not asked, or no longer provable on this connection.
+    Off,
+    /// Every byte hyper got so far ended a request head without a body, so
+    /// hyper holds nothing unread between requests; `head` is the head
+    /// arriving now (empty between requests).
+    Watching { head: Vec<u8> },
+    /// The next request could be a stream: its first bytes are kept back
+    /// and hyper sees the end of the stream.
+    Taken,
+}
+
 /// A socket wrapper applying the idle and header timeouts and rewriting
 /// the parser's bare refusals (see the module documentation).
 #[derive(Debug)]
@@ -105,6 +123,7 @@ pub(crate) struct GuardedIo<T> {
     /// path did not take), given back to the next reader.
     replay: Vec<u8>,
     replay_pos: usize,
+    take_back: TakeBack,
 }
 
 impl<T> GuardedIo<T> {
@@ -133,7 +152,75 @@ impl<T> GuardedIo<T> {
             ending: Ending::No,
             replay: Vec::new(),
             replay_pos: 0,
+            take_back: TakeBack::Off,
         }
+    }
+
+    /// Gives `bytes` back: the next reads return them first (before any
+    /// bytes still waiting to be given back).
+    pub(crate) fn unread(&mut self, mut bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        bytes.extend_from_slice(&self.replay[self.replay_pos..]);
+        self.replay = bytes;
+        self.replay_pos = 0;
+    }
+
+    /// From now on, while hyper serves the connection: when a request that
+    /// could be a stream starts between requests, keep its bytes back and
+    /// show hyper the end of the stream, so that hyper finishes and the
+    /// connection returns to the lean path ([`taken_back`](Self::taken_back)).
+    /// Only while it is provable that hyper holds no unread bytes: every
+    /// read so far ended a head without a body (what browsers send before
+    /// they reuse a connection for `EventSource`). Anything else (a body,
+    /// bytes sent ahead, a head over [`lean::LEAN_HEAD_MAX`]) stops the
+    /// watch for the connection's life.
+    pub(crate) fn watch_for_streams(&mut self) {
+        self.take_back = TakeBack::Watching { head: Vec::new() };
+    }
+
+    /// True (once) if a stream's first bytes were kept back from hyper; the
+    /// next reads return them.
+    pub(crate) fn taken_back(&mut self) -> bool {
+        matches!(
+            std::mem::replace(&mut self.take_back, TakeBack::Off),
+            TakeBack::Taken
+        )
+    }
+
+    /// Follows the bytes given to hyper (see [`TakeBack::Watching`]).
+    fn track(&mut self, got: &[u8]) {
+        let TakeBack::Watching { head } = &mut self.take_back else {
+            return;
+        };
+        if got.is_empty() {
+            return;
+        }
+        head.extend_from_slice(got);
+        let ended = head.windows(4).position(|w| w == b"\r\n\r\n");
+        let keep = match ended {
+            None => head.len() <= lean::LEAN_HEAD_MAX,
+            // Nothing after the head, and no body announced.
+            Some(end) => end + 4 == head.len() && lean::has_no_body(head),
+        };
+        match (keep, ended) {
+            (false, _) => self.take_back = TakeBack::Off,
+            (true, Some(_)) => head.clear(),
+            (true, None) => {}
+        }
+    }
+
+    /// Between requests, with the watch on: keeps `got` back if it can
+    /// start a stream.
+    fn keep_back(&mut self, got: &[u8]) -> bool {
+        let between = matches!(&self.take_back, TakeBack::Watching { head } if head.is_empty());
+        if !(between && matches!(self.phase, Phase::Idle(_)) && lean::may_be_stream(got)) {
+            return false;
+        }
+        self.unread(got.to_vec());
+        self.take_back = TakeBack::Taken;
+        true
     }
 
     /// Notices requests handed to the application and responses ended
@@ -261,17 +348,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> GuardedIo<T> {
         }
     }
 
-    /// Gives `bytes` back: the next reads return them first (before any
-    /// bytes still waiting to be given back).
-    pub(crate) fn unread(&mut self, mut bytes: Vec<u8>) {
-        if bytes.is_empty() {
-            return;
-        }
-        bytes.extend_from_slice(&self.replay[self.replay_pos..]);
-        self.replay = bytes;
-        self.replay_pos = 0;
-    }
-
     /// The bytes of a head arrived in `got`: learn the protocol.
     fn detect(&mut self, got: &[u8]) {
         if let Protocol::Unknown { matched } = self.protocol {
@@ -301,9 +377,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
             // Ours now: hyper sees the end of the stream once we are done.
             return this.poll_finish(cx);
         }
+        if let TakeBack::Taken = this.take_back {
+            // Kept back for the lean path: hyper sees the end of the stream.
+            return Poll::Ready(Ok(()));
+        }
         if this.replay_pos < this.replay.len() {
             let n = (this.replay.len() - this.replay_pos).min(buf.remaining());
             buf.put_slice(&this.replay[this.replay_pos..this.replay_pos + n]);
+            let given = this.replay_pos..this.replay_pos + n;
+            if !matches!(this.take_back, TakeBack::Off) {
+                let given = this.replay[given].to_vec();
+                this.track(&given);
+            }
             this.replay_pos += n;
             if this.replay_pos == this.replay.len() {
                 // Read ahead bytes are kept only until given back.
@@ -319,15 +404,29 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         this.update_phase();
-        if matches!(this.phase, Phase::Busy) {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
         let before = buf.filled().len();
+        if matches!(this.phase, Phase::Busy) {
+            let read = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                // Sent during a request (a body, or ahead): hyper may
+                // hold some of it now.
+                this.take_back = TakeBack::Off;
+            }
+            return read;
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let got = &buf.filled()[before..];
                 if !got.is_empty() {
                     this.detect(got);
+                    if !matches!(this.take_back, TakeBack::Off) {
+                        let got = got.to_vec();
+                        if this.keep_back(&got) {
+                            buf.set_filled(before);
+                            return Poll::Ready(Ok(()));
+                        }
+                        this.track(&got);
+                    }
                     if let Phase::Idle(_) = this.phase {
                         this.phase = Phase::Head(Instant::now());
                     }

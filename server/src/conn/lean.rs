@@ -20,6 +20,7 @@
 
 use std::{
     io,
+    sync::atomic::{AtomicI64, Ordering::Relaxed},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -36,7 +37,10 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::{GuardedIo, body::InFlight, serve::Socket};
-use crate::stream::{ConnectionInfo, WatchedIo};
+use crate::{
+    metrics::Metrics,
+    stream::{ConnectionInfo, WatchedIo},
+};
 
 /// Largest request head the lean path reads (longer heads go to hyper,
 /// whose limit is [`super::MAX_HEAD_BYTES`]); also the most bytes kept
@@ -61,6 +65,32 @@ const BUSY_WRITES: Duration = Duration::from_millis(1);
 /// form, or absolute form as some clients send it).
 const PREFIXES: [&[u8]; 3] = [b"GET /events", b"GET http://", b"GET https://"];
 
+/// True if `bytes`, the first of a request, can still start a head the
+/// lean path would take (a prefix of one, or longer and starting with one).
+pub(crate) fn may_be_stream(bytes: &[u8]) -> bool {
+    PREFIXES.iter().any(|prefix| {
+        let n = bytes.len().min(prefix.len());
+        bytes[..n] == prefix[..n]
+    })
+}
+
+/// True if a complete request `head` announces no body (no
+/// `Transfer-Encoding`, no `Content-Length` other than 0). A head that does
+/// not parse counts as having one.
+pub(crate) fn has_no_body(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; LEAN_MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    request.headers.iter().all(|h| {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return false;
+        }
+        !h.name.eq_ignore_ascii_case("content-length") || h.value.trim_ascii() == b"0"
+    })
+}
+
 /// The socket as the connection layer wraps it.
 pub(crate) type ConnIo = WatchedIo<GuardedIo<Socket>>;
 
@@ -80,6 +110,7 @@ pub(crate) async fn serve(
     app: &Router,
     info: &ConnectionInfo,
     closing: &CancellationToken,
+    metrics: &Metrics,
 ) -> Next {
     loop {
         let head = tokio::select! {
@@ -95,7 +126,7 @@ pub(crate) async fn serve(
             Head::Closed => return Next::Close,
         };
         let keep_alive = !wants_close(request.headers());
-        match answer(io, app, info, request, keep_alive, closing).await {
+        match answer(io, app, info, request, keep_alive, closing, metrics).await {
             Ok(true) if keep_alive && !closing.is_cancelled() => continue,
             Ok(_) => return Next::Close,
             Err(e) => {
@@ -120,11 +151,7 @@ enum Head {
 async fn read_head(io: &mut ConnIo) -> Head {
     let mut bytes = Vec::new();
     loop {
-        let possible = |prefix: &&[u8]| {
-            let n = bytes.len().min(prefix.len());
-            bytes[..n] == prefix[..n]
-        };
-        if !PREFIXES.iter().any(possible) {
+        if !may_be_stream(&bytes) {
             return Head::NotLean(bytes);
         }
         if PREFIXES.iter().any(|prefix| bytes.starts_with(prefix)) {
@@ -222,6 +249,7 @@ async fn answer(
     mut request: Box<Request<Body>>,
     keep_alive: bool,
     closing: &CancellationToken,
+    metrics: &Metrics,
 ) -> io::Result<bool> {
     // Counted before the application sees it, like hyper's requests: the
     // guard must see the request as in progress until its answer is out.
@@ -254,9 +282,20 @@ async fn answer(
     let head = response_head(&Response::from_parts(parts, ()), None, keep_alive);
     io.write_all(&head).await?;
     io.flush().await?;
+    metrics.lean_streams.fetch_add(1, Relaxed);
+    let _open = LeanOpen(&metrics.lean_streams);
     let ended = stream(io, body, closing).await?;
     drop(in_flight);
     Ok(ended)
+}
+
+/// Counts a lean stream out when it ends (or its future is dropped).
+struct LeanOpen<'a>(&'a AtomicI64);
+
+impl Drop for LeanOpen<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// The status line and headers of `response`, with `content-length` when

@@ -284,31 +284,43 @@ impl Shared {
         };
         let info = ConnectionInfo::new(peer, io_state.clone());
         let mut io = WatchedIo::new(io, io_state.clone());
-        if !http2 && self.settings.lean_streams {
-            let lean = lean::serve(&mut io, &self.app, &info, &self.closing);
-            tokio::select! {
-                biased;
-                // Pulled by the watchdog: a stream that stopped reading.
-                _ = io_state.kill.cancelled() => {
-                    tracing::info!(%peer, "closed a connection that stopped reading");
-                    return;
+        let lean = !http2 && self.settings.lean_streams;
+        loop {
+            if lean {
+                let lean = lean::serve(&mut io, &self.app, &info, &self.closing, &self.metrics);
+                tokio::select! {
+                    biased;
+                    // Pulled by the watchdog: a stream that stopped reading.
+                    _ = io_state.kill.cancelled() => {
+                        tracing::info!(%peer, "closed a connection that stopped reading");
+                        return;
+                    }
+                    next = lean => if next == lean::Next::Close {
+                        return;
+                    },
                 }
-                next = lean => if next == lean::Next::Close {
-                    return;
-                },
+                // A request that may be a stream, later on this connection,
+                // brings it back here.
+                io.get_mut().watch_for_streams();
+            }
+            match self.clone().serve_hyper(io, info.clone(), http2).await {
+                Some(back) => io = back,
+                None => return,
             }
         }
-        self.serve_hyper(io, info, http2).await;
     }
 
-    /// Serves the rest of a connection through hyper. Boxed: a connection
-    /// served by the lean path carries no room for hyper's state.
+    /// Serves a connection through hyper until it ends, or (HTTP/1, lean
+    /// path on) until a request that may be a stream starts between
+    /// requests: then hyper has finished cleanly and the connection comes
+    /// back. Boxed: a connection served by the lean path carries no room
+    /// for hyper's state.
     fn serve_hyper(
         self: Arc<Self>,
         io: lean::ConnIo,
         info: ConnectionInfo,
         http2: bool,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Option<lean::ConnIo>> + Send>> {
         Box::pin(async move { self.serve_hyper_inner(io, info, http2).await })
     }
 
@@ -317,14 +329,16 @@ impl Shared {
         io: lean::ConnIo,
         info: ConnectionInfo,
         http2: bool,
-    ) {
+    ) -> Option<lean::ConnIo> {
         let head = self.settings.head;
         let peer = info.peer;
         let io_state = info.io.clone();
         let app = self.app.clone();
         let body_timeout = self.settings.body;
+        // Boxed futures: hyper hands the socket back (`poll_without_shutdown`)
+        // only for a service whose futures are `Unpin`.
         let service = service_fn(move |request: Request<Incoming>| {
-            handle(&app, &info, body_timeout, request)
+            Box::pin(handle(&app, &info, body_timeout, request))
         });
         let io = TokioIo::new(io);
         if http2 {
@@ -344,20 +358,59 @@ impl Shared {
                 peer,
             )
             .await;
+            None
         } else {
             let connection = self.http1.serve_connection(io, service);
-            let idle = std::future::pending();
-            drive(
-                connection,
-                |c| c.graceful_shutdown(),
-                &io_state,
-                &self.closing,
-                idle,
-                peer,
-            )
-            .await;
+            drive_http1(connection, &io_state, &self.closing, peer).await
         }
     }
+}
+
+/// Runs a hyper HTTP/1 connection like [`drive`], and gives the socket
+/// back if the guard kept a stream's first bytes from hyper
+/// ([`GuardedIo::taken_back`]); otherwise shuts it down as hyper would.
+async fn drive_http1<S>(
+    mut connection: http1::Connection<TokioIo<lean::ConnIo>, S>,
+    io: &IoState,
+    closing: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<lean::ConnIo>
+where
+    S: hyper::service::HttpService<Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    return None;
+                }
+                break;
+            }
+            _ = io.kill.cancelled() => {
+                tracing::info!(%peer, "closed a connection that stopped reading");
+                return None;
+            }
+            _ = closing.cancelled(), if !shutting_down => {
+                Pin::new(&mut connection).graceful_shutdown();
+                shutting_down = true;
+            }
+        }
+    }
+    let parts = connection.into_parts();
+    let mut socket = parts.io.into_inner();
+    if !socket.get_mut().taken_back() || shutting_down {
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut socket).await;
+        return None;
+    }
+    // Nothing was left unread by hyper (the guard proved it); should
+    // anything be, it goes first.
+    socket.get_mut().unread(parts.read_buf.to_vec());
+    Some(socket)
 }
 
 /// Runs a hyper connection until it ends or its kill switch is pulled;
