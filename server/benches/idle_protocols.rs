@@ -45,44 +45,60 @@ struct Case {
     http2: bool,
     /// Streams per connection (HTTP/2 only).
     per_connection: usize,
+    /// HTTP/1.1: the connection serves a `GET /healthz` before its stream
+    /// (as a browser reuses a keep-alive connection for `EventSource`).
+    get_first: bool,
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 7] = [
     Case {
         name: "HTTP/1.1",
         tls: false,
         http2: false,
         per_connection: 1,
+        get_first: false,
+    },
+    Case {
+        name: "HTTP/1.1, a GET first on the connection",
+        tls: false,
+        http2: false,
+        per_connection: 1,
+        get_first: true,
     },
     Case {
         name: "HTTP/2 (h2c), 1 stream/conn",
         tls: false,
         http2: true,
         per_connection: 1,
+        get_first: false,
     },
     Case {
         name: "HTTP/2 (h2c), 100 streams/conn",
         tls: false,
         http2: true,
         per_connection: 100,
+        get_first: false,
     },
     Case {
         name: "HTTPS HTTP/1.1",
         tls: true,
         http2: false,
         per_connection: 1,
+        get_first: false,
     },
     Case {
         name: "HTTPS HTTP/2, 1 stream/conn",
         tls: true,
         http2: true,
         per_connection: 1,
+        get_first: false,
     },
     Case {
         name: "HTTPS HTTP/2, 100 streams/conn",
         tls: true,
         http2: true,
         per_connection: 100,
+        get_first: false,
     },
 ];
 
@@ -327,6 +343,15 @@ async fn open_streams(
             } else {
                 let (mut sender, connection) = conn::http1::handshake(io).await.unwrap();
                 tokio::spawn(connection);
+                if case.get_first {
+                    let healthz = Request::get(format!("{scheme}://127.0.0.1/healthz"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let answer = sender.send_request(healthz).await.unwrap();
+                    assert_eq!(answer.status(), 200);
+                    answer.into_body().collect().await.unwrap();
+                    sender.ready().await.unwrap();
+                }
                 let response = sender
                     .send_request(subscribe_request(scheme))
                     .await
