@@ -419,14 +419,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
                 let got = &buf.filled()[before..];
                 if !got.is_empty() {
                     this.detect(got);
-                    if !matches!(this.take_back, TakeBack::Off) {
-                        let got = got.to_vec();
-                        if this.keep_back(&got) {
-                            buf.set_filled(before);
-                            return Poll::Ready(Ok(()));
-                        }
-                        this.track(&got);
+                    if this.keep_back(got) {
+                        buf.set_filled(before);
+                        return Poll::Ready(Ok(()));
                     }
+                    this.track(got);
                     if let Phase::Idle(_) = this.phase {
                         this.phase = Phase::Head(Instant::now());
                     }
