@@ -94,10 +94,11 @@ enum Ending {
 enum TakeBack {
     /// Not asked, or no longer provable on this connection.
     Off,
-    /// Every byte hyper got so far ended a request head without a body, so
-    /// hyper holds nothing unread between requests; `head` is the head
-    /// arriving now (empty between requests).
-    Watching { head: Vec<u8> },
+    /// Every byte hyper got so far ended a request head or its
+    /// `Content-Length` body, so hyper holds nothing unread between
+    /// requests; `head` is the head arriving now, `body` the bytes of its
+    /// body still to come (both empty between requests).
+    Watching { head: Vec<u8>, body: u64 },
     /// The next request could be a stream: its first bytes are kept back
     /// and hyper sees the end of the stream.
     Taken,
@@ -172,12 +173,15 @@ impl<T> GuardedIo<T> {
     /// show hyper the end of the stream, so that hyper finishes and the
     /// connection returns to the lean path ([`taken_back`](Self::taken_back)).
     /// Only while it is provable that hyper holds no unread bytes: every
-    /// read so far ended a head without a body (what browsers send before
-    /// they reuse a connection for `EventSource`). Anything else (a body,
-    /// bytes sent ahead, a head over [`lean::LEAN_HEAD_MAX`]) stops the
-    /// watch for the connection's life.
+    /// read so far ended a head or its `Content-Length` body (what browsers
+    /// send before they reuse a connection for `EventSource`). Anything
+    /// else (a chunked body, bytes sent ahead, a head over
+    /// [`lean::LEAN_HEAD_MAX`]) stops the watch for the connection's life.
     pub(crate) fn watch_for_streams(&mut self) {
-        self.take_back = TakeBack::Watching { head: Vec::new() };
+        self.take_back = TakeBack::Watching {
+            head: Vec::new(),
+            body: 0,
+        };
     }
 
     /// True (once) if a stream's first bytes were kept back from hyper; the
@@ -191,30 +195,42 @@ impl<T> GuardedIo<T> {
 
     /// Follows the bytes given to hyper (see [`TakeBack::Watching`]).
     fn track(&mut self, got: &[u8]) {
-        let TakeBack::Watching { head } = &mut self.take_back else {
+        let TakeBack::Watching { head, body } = &mut self.take_back else {
             return;
         };
-        if got.is_empty() {
+        if *body > 0 {
+            // Bytes after the body (sent ahead) may stay in hyper's buffer.
+            match body.checked_sub(got.len() as u64) {
+                Some(left) => *body = left,
+                None => self.take_back = TakeBack::Off,
+            }
             return;
         }
         head.extend_from_slice(got);
-        let ended = head.windows(4).position(|w| w == b"\r\n\r\n");
-        let keep = match ended {
-            None => head.len() <= lean::LEAN_HEAD_MAX,
-            // Nothing after the head, and no body announced.
-            Some(end) => end + 4 == head.len() && lean::has_no_body(head),
+        let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+            if head.len() > lean::LEAN_HEAD_MAX {
+                self.take_back = TakeBack::Off;
+            }
+            return;
         };
-        match (keep, ended) {
-            (false, _) => self.take_back = TakeBack::Off,
-            (true, Some(_)) => head.clear(),
-            (true, None) => {}
+        let after = (head.len() - end - 4) as u64;
+        match lean::body_length(&head[..end + 4]) {
+            Some(length) if after <= length => {
+                head.clear();
+                *body = length - after;
+            }
+            // A chunked body, or bytes past the body: not provable.
+            _ => self.take_back = TakeBack::Off,
         }
     }
 
     /// Between requests, with the watch on: keeps `got` back if it can
     /// start a stream.
     fn keep_back(&mut self, got: &[u8]) -> bool {
-        let between = matches!(&self.take_back, TakeBack::Watching { head } if head.is_empty());
+        let between = matches!(
+            &self.take_back,
+            TakeBack::Watching { head, body: 0 } if head.is_empty()
+        );
         if !(between && matches!(self.phase, Phase::Idle(_)) && lean::may_be_stream(got)) {
             return false;
         }
@@ -407,11 +423,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for GuardedIo<T> {
         let before = buf.filled().len();
         if matches!(this.phase, Phase::Busy) {
             let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-            if buf.filled().len() > before {
-                // Sent during a request (a body, or ahead): hyper may
-                // hold some of it now.
-                this.take_back = TakeBack::Off;
-            }
+            // A request's body (or, rarely, bytes sent ahead).
+            this.track(&buf.filled()[before..]);
             return read;
         }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {

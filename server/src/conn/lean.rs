@@ -74,21 +74,29 @@ pub(crate) fn may_be_stream(bytes: &[u8]) -> bool {
     })
 }
 
-/// True if a complete request `head` announces no body (no
-/// `Transfer-Encoding`, no `Content-Length` other than 0). A head that does
-/// not parse counts as having one.
-pub(crate) fn has_no_body(head: &[u8]) -> bool {
+/// The body length a complete request `head` announces: its
+/// `Content-Length`, 0 without one; `None` for a chunked body, conflicting
+/// lengths or a head that does not parse.
+pub(crate) fn body_length(head: &[u8]) -> Option<u64> {
     let mut headers = [httparse::EMPTY_HEADER; LEAN_MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false;
+        return None;
     }
-    request.headers.iter().all(|h| {
+    let mut length = None;
+    for h in request.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return false;
+            return None;
         }
-        !h.name.eq_ignore_ascii_case("content-length") || h.value.trim_ascii() == b"0"
-    })
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = std::str::from_utf8(h.value).ok()?.trim().parse().ok()?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    Some(length.unwrap_or(0))
 }
 
 /// The socket as the connection layer wraps it.
