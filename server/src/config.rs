@@ -101,6 +101,19 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_REDIS_HISTORY", default_value_t = crate::engine::redis::DEFAULT_HISTORY)]
     pub redis_history: usize,
 
+    /// How this instance writes entries to the shared Redis stream: `2`
+    /// (one field each, the default) or `1` (a field per part, the only
+    /// form builds from before 2026-12-03 read). Every instance reads both:
+    /// to upgrade a running cluster one instance at a time, start the new
+    /// build with `1`, and switch to `2` once no older build runs.
+    #[arg(
+        long,
+        env = "TIDINGS_REDIS_ENTRY_FORMAT",
+        value_enum,
+        default_value = "2"
+    )]
+    pub redis_entry_format: crate::engine::redis::EntryFormat,
+
     /// How long a publish waits for Redis before it is answered 503 (cluster
     /// mode). The answer then says the message may have been published:
     /// retry with the same `Idempotency-Key`.

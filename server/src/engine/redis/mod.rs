@@ -102,6 +102,34 @@ pub struct RedisSettings {
     pub publish_timeout: Duration,
     /// How long Redis remembers an idempotency key.
     pub idempotency_window: Duration,
+    /// How this instance writes entries (every form is read).
+    pub entry_format: EntryFormat,
+}
+
+/// How an instance writes entries to the shared stream (see `entry.rs`).
+/// Every instance reads both; builds from before 2026-12-03 read only
+/// [`Fields`](Self::Fields), so a cluster that still runs one is upgraded
+/// with `--redis-entry-format 1` until every instance runs this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EntryFormat {
+    /// One field/value pair per part (`e`, `n`, `topic`, `type`, `data`,
+    /// `at`, `exclude`): what earlier builds write and read.
+    #[value(name = "1")]
+    Fields,
+    /// One field, `m` (a quarter of the values to store, send and parse).
+    #[default]
+    #[value(name = "2")]
+    OneField,
+}
+
+impl EntryFormat {
+    /// As the publish script takes it.
+    fn script_arg(self) -> &'static str {
+        match self {
+            Self::Fields => "1",
+            Self::OneField => "2",
+        }
+    }
 }
 
 impl RedisSettings {
@@ -115,6 +143,7 @@ impl RedisSettings {
             read_count: 1000,
             publish_timeout: Duration::from_secs(3),
             idempotency_window: Duration::from_secs(120),
+            entry_format: EntryFormat::default(),
         }
     }
 }
@@ -521,7 +550,8 @@ impl Link {
             .arg(self.settings.history)
             .arg(clock::unix_micros())
             .arg(self.settings.idempotency_window.as_millis().max(1) as u64)
-            .arg(batch.len());
+            .arg(batch.len())
+            .arg(self.settings.entry_format.script_arg());
         for message in batch {
             script
                 .arg(message.topic.as_str())

@@ -72,8 +72,9 @@ return epoch
 ";
 
 /// Appends a batch. `ARGV`: 1 candidate epoch, 2 MAXLEN, 3 acceptance time
-/// (µs), 4 idempotency window (ms), 5 count, then per message: topic, type,
-/// data, exclude, idempotency key, fingerprint (`''` when absent).
+/// (µs), 4 idempotency window (ms), 5 count, 6 entry format (`1`: a field
+/// per part, `2`: one field, see `entry.rs`), then per message: topic,
+/// type, data, exclude, idempotency key, fingerprint (`''` when absent).
 ///
 /// Returns `{'ok', id1, repeat1, id2, repeat2, ...}` (`repeat` 1 when the
 /// key answered an earlier publish), or `{'conflict', index, original id}`
@@ -89,7 +90,7 @@ local function split(v)
 end
 local in_batch = {}
 for i = 0, count - 1 do
-  local b = 6 + i * 6
+  local b = 7 + i * 6
   local key, fp = ARGV[b + 4], ARGV[b + 5]
   if key ~= '' then
     local k = idem_key(ARGV[b], key)
@@ -108,7 +109,7 @@ local made = {}
 local n = tonumber(redis.call('HGET', meta, 'n'))
 local taken = n
 for i = 0, count - 1 do
-  local b = 6 + i * 6
+  local b = 7 + i * 6
   local topic, exclude, key, fp = ARGV[b], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local k = nil
   if key ~= '' then k = idem_key(topic, key) end
@@ -120,9 +121,19 @@ for i = 0, count - 1 do
   else
     n = n + 1
     local seq = string.format('%d', n)
-    if exclude == '' then exclude = '-' end
-    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'm',
-      epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. exclude .. ' ' .. topic .. ' ' .. ARGV[b + 1] .. '\n' .. ARGV[b + 2])
+    if ARGV[6] == '1' then
+      local fields = {stream, 'MAXLEN', '~', ARGV[2], '*', 'e', epoch, 'n', seq,
+        'topic', topic, 'type', ARGV[b + 1], 'data', ARGV[b + 2], 'at', ARGV[3]}
+      if exclude ~= '' then
+        table.insert(fields, 'exclude')
+        table.insert(fields, exclude)
+      end
+      redis.call('XADD', unpack(fields))
+    else
+      if exclude == '' then exclude = '-' end
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'm',
+        epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. exclude .. ' ' .. topic .. ' ' .. ARGV[b + 1] .. '\n' .. ARGV[b + 2])
+    end
     local id = epoch .. '-' .. seq
     if k then
       made[k] = id .. ' ' .. fp

@@ -605,3 +605,52 @@ async fn concurrent_publishes_share_a_script_and_keep_their_own_ids_and_order() 
         "{scripts} scripts for 129 publishes: none grouped"
     );
 }
+
+#[tokio::test]
+async fn instances_writing_either_entry_format_share_one_stream() {
+    let key = Key::new("formats");
+    let new = key.engine().await;
+    let mut old_settings = Key(key.0.clone());
+    old_settings.0.entry_format = EntryFormat::Fields;
+    let old = old_settings.engine().await;
+    let (mut on_new, _, _) = subscribe(&new, "f:>", None).await;
+    let (mut on_old, _, _) = subscribe(&old, "f:>", None).await;
+    let mut sender = message("f:a", "from an old-format writer");
+    sender.exclude = Some(ConnectionId::from_random(7));
+    let mut ids = publish(&old, vec![sender]).await;
+    ids.extend(publish(&new, vec![message("f:b", "line 1\nline 2")]).await);
+    for sub in [&mut on_new, &mut on_old] {
+        let got = recv(sub, 2).await;
+        assert_eq!(got.iter().map(|m| m.0).collect::<Vec<_>>(), ids);
+        assert!(
+            got[0].1.contains("data: from an old-format writer"),
+            "{got:?}"
+        );
+        assert!(got[1].1.contains("data: line 1\ndata: line 2"), "{got:?}");
+    }
+    // What each wrote: a field per part (what earlier builds read), one field.
+    let mut con = key.con().await;
+    let entries: Value = ::redis::cmd("XRANGE")
+        .arg(&key.0.stream_key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let names = |entry: &Value| -> Vec<String> {
+        let fields = entry::array(entry).unwrap()[1].clone();
+        entry::array(&fields)
+            .unwrap()
+            .iter()
+            .step_by(2)
+            .map(|f| String::from_utf8_lossy(entry::text(f).unwrap()).into_owned())
+            .collect()
+    };
+    let entries = entry::array(&entries).unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(
+        names(&entries[0]),
+        ["e", "n", "topic", "type", "data", "at", "exclude"]
+    );
+    assert_eq!(names(&entries[1]), ["m"]);
+}
