@@ -129,14 +129,17 @@ impl Stream for EventStream {
             (Some(feed), None) => Some(feed.poll_page(cx)),
             (Some(feed), Some(replay)) => {
                 match replay.pace().take(pace_clock(), ReplayFeed::PAGE) {
-                    Ok(granted) => Some(feed.poll_page(cx).map(|page| {
+                    Ok(granted) => {
+                        let page = feed.poll_page(cx);
+                        // What the page did not use (all of it while the
+                        // feed is still reading) goes back to the pace.
                         let used = match &page {
-                            Some(Ok((_, count))) => granted.min(*count),
+                            Poll::Ready(Some(Ok((_, count)))) => granted.min(*count),
                             _ => 0,
                         };
                         replay.pace().give_back(granted - used);
-                        page
-                    })),
+                        Some(page)
+                    }
                     Err(wait) => {
                         wait_for_pace(&mut this.pace_wait, wait, cx);
                         Some(Poll::Pending)
