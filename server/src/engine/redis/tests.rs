@@ -46,6 +46,17 @@ impl Key {
             .unwrap()
     }
 
+    /// Every entry of the stream, as `XRANGE - +` answers.
+    async fn entries(&self) -> Value {
+        ::redis::cmd("XRANGE")
+            .arg(&self.0.stream_key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.con().await)
+            .await
+            .unwrap()
+    }
+
     /// Loses everything, as a Redis restarted without persistence does.
     async fn lose_everything(&self) {
         let mut con = self.con().await;
@@ -162,14 +173,7 @@ async fn a_publish_on_one_instance_reaches_both_in_log_order_with_the_same_ids()
     );
 
     // The stream holds the same ids.
-    let mut con = key.con().await;
-    let range: Value = ::redis::cmd("XRANGE")
-        .arg(&key.0.stream_key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let range = key.entries().await;
     let stored: Vec<_> = parse_entries(&range)
         .unwrap()
         .into_iter()
@@ -629,14 +633,7 @@ async fn instances_writing_either_entry_format_share_one_stream() {
         assert!(got[1].1.contains("data: line 1\ndata: line 2"), "{got:?}");
     }
     // What each wrote: a field per part (what earlier builds read), one field.
-    let mut con = key.con().await;
-    let entries: Value = ::redis::cmd("XRANGE")
-        .arg(&key.0.stream_key)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let entries = key.entries().await;
     let names = |entry: &Value| -> Vec<String> {
         let fields = entry::array(entry).unwrap()[1].clone();
         entry::array(&fields)
