@@ -240,8 +240,8 @@ impl ReplayLimiter {
 
     /// Admits a replay for `ip` at `now`, or refuses it with
     /// [`ApiError::TooManyReplays`]; counts it among the address's replay
-    /// starts (which may go below zero: the next
-    /// [`check_start`](Self::check_start) waits for it).
+    /// starts (taken even from an empty bucket, which then stays empty
+    /// until it refills: the next [`check_start`](Self::check_start) waits).
     pub fn acquire(&self, ip: IpAddr, now: Duration) -> Result<ReplayPermit, ApiError> {
         let place = self
             .counts
