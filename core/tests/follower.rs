@@ -355,7 +355,11 @@ fn per_topic_chains_ask_for_missing_entries_before_declaring_a_gap() {
     let m = Outgoing::new(a.clone(), EventType::MESSAGE, "1");
     let entry = |seq, prev| LogEntry {
         id: MessageId::new(e, seq),
-        chain: Chain::Topic { topic: &a, prev },
+        chain: Chain::Topic {
+            topic: &a,
+            prev,
+            floor: u64::MAX,
+        },
         message: &m,
         published_us: 0,
     };
@@ -380,6 +384,58 @@ fn per_topic_chains_ask_for_missing_entries_before_declaring_a_gap() {
         })
         .count();
     assert_eq!((got.len(), gaps), (5, 1));
+}
+
+/// A topic's first entry here says its predecessor came after this
+/// instance's interest began: that one was missed live, and nothing else
+/// would ever show it (the chain starts at the entry that arrived).
+#[test]
+fn a_chain_that_starts_above_its_floor_asks_for_what_came_before() {
+    let e = Epoch::from_random(5);
+    let hub = SyncHub::new(HubConfig::default(), e, 0);
+    let (mut sub, _) = hub.subscribe(&[Pattern::new("t:>").unwrap()], Placement::Live, None);
+    let (a, b) = (Topic::new("t:a").unwrap(), Topic::new("t:b").unwrap());
+    let (ma, mb) = (
+        Outgoing::new(a.clone(), EventType::MESSAGE, "a"),
+        Outgoing::new(b.clone(), EventType::MESSAGE, "b"),
+    );
+    let entry = |topic, message, seq, prev, floor| LogEntry {
+        id: MessageId::new(e, seq),
+        chain: Chain::Topic { topic, prev, floor },
+        message,
+        published_us: 0,
+    };
+    // Interest since 10. t:a's predecessor (8) came before it: not ours.
+    assert_eq!(hub.feed(&[entry(&a, &ma, 12, 8, 10)], 0).delivered, 1);
+    // t:b's predecessor (11) came after it and never arrived.
+    let fed = hub.feed(&[entry(&b, &mb, 14, 11, 10)], 0);
+    assert_eq!(fed.missing, Some((0, 10, 11)));
+    // Fetched: 11 can no longer come in order (12 went out), so t:b's
+    // streams are told, then 14 is delivered.
+    hub.give_up(&b, 11, 0);
+    assert_eq!(hub.feed(&[entry(&b, &mb, 14, 11, 10)], 0).delivered, 1);
+    // An unknown floor starts the chain as it is.
+    let c = Topic::new("t:c").unwrap();
+    let mc = Outgoing::new(c.clone(), EventType::MESSAGE, "c");
+    assert_eq!(
+        hub.feed(&[entry(&c, &mc, 20, 18, u64::MAX)], 0).delivered,
+        1
+    );
+    let mut got = Vec::new();
+    sub.try_recv_many(&mut got, 10).unwrap();
+    let kinds: Vec<&[u8]> = got
+        .iter()
+        .map(|f| &f.payload().bytes[..f.payload().bytes.len().min(12)])
+        .collect();
+    assert_eq!(got.len(), 4, "{kinds:?}");
+    assert!(
+        got[1]
+            .payload()
+            .bytes
+            .windows(17)
+            .any(|w| w == b"event: tidings.ga"),
+        "{kinds:?}"
+    );
 }
 
 #[test]
@@ -450,7 +506,11 @@ fn a_hole_found_behind_the_position_tells_the_streams_of_that_topic() {
     );
     let entry = |topic, message, seq, prev| LogEntry {
         id: MessageId::new(e, seq),
-        chain: Chain::Topic { topic, prev },
+        chain: Chain::Topic {
+            topic,
+            prev,
+            floor: u64::MAX,
+        },
         message,
         published_us: 0,
     };

@@ -44,6 +44,13 @@ pub enum Chain<'a> {
         topic: &'a Topic,
         /// The previous entry's sequence number on that topic.
         prev: u64,
+        /// Where this instance's interest in `topic` began: entries at or
+        /// below it were not this instance's to deliver. When the entry
+        /// starts the topic's chain here and `prev` is above it, the
+        /// entries in between were missed ([`Verdict::Missing`]);
+        /// `u64::MAX` when the engine does not know (the entry then starts
+        /// the chain as it is).
+        floor: u64,
     },
 }
 
@@ -63,7 +70,8 @@ pub enum Verdict {
     /// first; if the engine no longer has them, call
     /// [`Follower::give_up`].
     Missing {
-        /// Last sequence number seen on the chain.
+        /// Last sequence number seen on the chain (its floor when the
+        /// entry starts it).
         after: u64,
         /// Previous entry of the observed one on its chain.
         prev: u64,
@@ -191,11 +199,13 @@ impl Follower {
         match chain {
             Chain::Log if seq == position.seq + 1 => Verdict::Deliver,
             Chain::Log => Verdict::AfterLoss { through: seq - 1 },
-            Chain::Topic { topic, prev } => {
+            Chain::Topic { topic, prev, floor } => {
                 let after = self.chains.get(topic.as_str()).copied();
                 match after {
                     // First entry of a chain this instance did not follow:
-                    // nobody here was entitled to what came before it.
+                    // nobody here was entitled to what came before it,
+                    // unless that is after the interest began.
+                    None if prev > floor => return Verdict::Missing { after: floor, prev },
                     None => {}
                     Some(after) if prev == after => {}
                     Some(after) if prev < after => return Verdict::Duplicate,

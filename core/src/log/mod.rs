@@ -24,4 +24,4 @@ mod watch;
 pub use follower::{Chain, Follower, LogState, Resync, ResyncTicket, Verdict};
 pub use gap::GapReason;
 pub use idempotency::{IdempotencyWindow, Seen};
-pub use watch::{LossWatch, Probe};
+pub use watch::{LossWatch, Probe, Walk};

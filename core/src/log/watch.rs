@@ -8,11 +8,11 @@
 //! the whole instance, not per topic or per subscriber):
 //!
 //! ```text
-//!   probe(now, position, head) ──► Idle
-//!                              └─► Check { after, through }
+//!   probe(now, head) ──► Idle
+//!                    └─► Check { after, through, walk }
 //!        the engine lists the entries of its interest in after+1 ..= through
-//!        that were not `seen` (the walk) and delivers them or announces
-//!        them lost, then calls `checked(through)`
+//!        that never arrived (the walk, by arrivals or by topics) and
+//!        delivers them or announces them lost, then calls `checked(through)`
 //! ```
 //!
 //! - A head is checked only once it is `grace` old: entries stored before
@@ -22,12 +22,16 @@
 //! - Below `checked`, every entry of the interest was delivered or
 //!   announced lost. The walk starts there and skips what was
 //!   [`seen`](LossWatch::seen) live, so a lost entry is found even when
-//!   entries of other topics were delivered after it. Remembering what was
-//!   seen is bounded (`budget` sequence numbers): past it, the watch starts
-//!   the next check at the position instead, and only entries after the
-//!   newest delivered one are looked for (a loss followed by deliveries of
-//!   other topics in a busy interval is then found only by its topic's
-//!   chain).
+//!   entries of other topics were delivered after it
+//!   ([`Walk::Arrivals`]).
+//! - Remembering what was seen is bounded (`budget` sequence numbers).
+//!   Past it the watch is blind to arrivals up to a watermark, and a check
+//!   that reaches below it asks for [`Walk::Topics`] instead: for each
+//!   topic of the interest that the log holds, look after the newest entry
+//!   its chain accounted for. A topic's chain accounts for every entry up
+//!   to its newest one (a hole in it shows when the next one arrives), so
+//!   only entries after a topic's newest can be lost unseen, and one
+//!   question per topic finds them, however many entries arrived.
 //!
 //! - A check's cost grows with the interest (the engine walks each
 //!   subscribed pattern), so checks can be spaced out
@@ -39,6 +43,20 @@
 
 use alloc::collections::BTreeSet;
 
+/// How a check tells what arrived from what did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Every entry of the interest in the range that was not
+    /// [`seen`](LossWatch::seen) is missing (cost: one look per entry of
+    /// the interest in the range).
+    Arrivals,
+    /// What arrived in the range is not all known (more than the budget
+    /// arrived): for each topic of the interest the log holds, its entries
+    /// in the range after the newest one its chain accounted for are
+    /// missing (cost: one look per topic, plus one per missing entry).
+    Topics,
+}
+
 /// What to do after a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -46,15 +64,17 @@ pub enum Probe {
     /// Nothing to check now.
     Idle,
     /// List the entries of this instance's interest with a sequence number
-    /// in `after + 1 ..= through` that were not [`seen`](LossWatch::seen):
-    /// they were stored and never arrived. Deliver those after the
-    /// position, announce the others lost (they can no longer be delivered
-    /// in order), then call [`checked`](LossWatch::checked)`(through)`.
+    /// in `after + 1 ..= through` that never arrived, as `walk` says.
+    /// Deliver those after the position, announce the others lost (they
+    /// can no longer be delivered in order), then call
+    /// [`checked`](LossWatch::checked)`(through)`.
     Check {
         /// Every entry of the interest at or below it is accounted for.
         after: u64,
         /// The head probed at least `grace` ago.
         through: u64,
+        /// How to tell what did not arrive.
+        walk: Walk,
     },
 }
 
@@ -66,10 +86,15 @@ pub struct LossWatch {
     checked: u64,
     /// The oldest head not yet checked, and when it was probed.
     pending: Option<(u64, u64)>,
-    /// Sequence numbers above `checked` that arrived.
+    /// Sequence numbers above `checked` that arrived (complete above
+    /// `blind_through`, while not `blind`).
     seen: BTreeSet<u64>,
-    /// More arrived than `budget`: `seen` is incomplete.
-    overflowed: bool,
+    /// More arrived than `budget`: arrivals are not recorded until the
+    /// next check is asked for.
+    blind: bool,
+    /// The highest sequence number that arrived unrecorded: a check
+    /// reaching below it walks by topics.
+    blind_through: u64,
     /// Least time between two checks.
     spacing_us: u64,
     /// When the last check was asked for.
@@ -88,7 +113,8 @@ impl LossWatch {
             checked: start,
             pending: None,
             seen: BTreeSet::new(),
-            overflowed: false,
+            blind: false,
+            blind_through: 0,
             spacing_us: 0,
             last_check_us: None,
         }
@@ -110,32 +136,29 @@ impl LossWatch {
     /// Records that the entry `seq` arrived (live, or fetched by the
     /// engine and fed).
     pub fn saw(&mut self, seq: u64) {
-        if seq <= self.checked || self.overflowed {
+        if seq <= self.checked {
             return;
         }
-        if self.seen.len() >= self.budget {
-            self.overflowed = true;
+        if self.blind || self.seen.len() >= self.budget {
+            // Past the budget: remember only how far the blindness reaches.
+            // What was recorded is forgotten too.
+            let recorded = self.seen.last().copied().unwrap_or(0);
+            self.blind = true;
+            self.blind_through = self.blind_through.max(seq).max(recorded);
             self.seen.clear();
         } else {
             self.seen.insert(seq);
         }
     }
 
-    /// Whether the entry `seq` (above the check's `after`) arrived.
+    /// Whether the entry `seq` (above the check's `after`) arrived, for a
+    /// [`Walk::Arrivals`] check.
     pub fn seen(&self, seq: u64) -> bool {
         seq <= self.checked || self.seen.contains(&seq)
     }
 
-    /// Judges one probe of the log's head at `now_us`; `position` is the
-    /// newest sequence number delivered here.
-    pub fn probe(&mut self, now_us: u64, position: u64, head: u64) -> Probe {
-        if self.overflowed {
-            // What arrived is not all known: start at the position, after
-            // which nothing arrived yet.
-            self.overflowed = false;
-            self.seen.clear();
-            self.checked = self.checked.max(position);
-        }
+    /// Judges one probe of the log's head at `now_us`.
+    pub fn probe(&mut self, now_us: u64, head: u64) -> Probe {
         let spaced = self
             .last_check_us
             .is_none_or(|last| now_us >= last.saturating_add(self.spacing_us));
@@ -152,9 +175,19 @@ impl LossWatch {
             }
             if through > self.checked {
                 self.last_check_us = Some(now_us);
+                let walk = if self.blind_through > self.checked {
+                    Walk::Topics
+                } else {
+                    Walk::Arrivals
+                };
+                // Record arrivals again from here: whatever arrived
+                // unrecorded is at or below `blind_through`, and every
+                // check reaching below it walks by topics.
+                self.blind = false;
                 return Probe::Check {
                     after: self.checked,
                     through,
+                    walk,
                 };
             }
         }

@@ -122,6 +122,7 @@ impl NatsEngine {
             rescan: false,
             watch: super::follow::loss_watch(floor),
             since: Default::default(),
+            check_cost: 0,
         };
         let tasks = vec![
             tokio::spawn(follower.run(stop.clone())),

@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use tidings_core::{
     broker::SubscriptionId,
     hub::LogEntry,
-    log::{Chain, LogState, LossWatch, Probe, Resync},
+    log::{Chain, LogState, LossWatch, Probe, Resync, Walk},
     message::{ConnectionId, Epoch, EventType, MessageId, Outgoing},
     topic::{Pattern, Topic},
 };
@@ -72,15 +72,19 @@ pub(super) const LOSS_PROBE_EVERY: Duration = Duration::from_secs(1);
 pub(super) const LOSS_GRACE: Duration = Duration::from_millis(800);
 /// Most sequence numbers that arrived remembered between two checks (and
 /// so most direct gets a check spends skipping them). Past it, a check
-/// looks only after the newest message delivered: a loss followed by
-/// deliveries of other topics in a busy second is then found only by its
-/// topic's chain (its next message).
+/// walks by topics instead: one stream info per pattern and one direct
+/// get per topic the stream holds, whatever arrived.
 pub(super) const LOSS_BUDGET: usize = 256;
 /// A check costs one direct get per subscribed pattern (plus one per
-/// message that arrived): checks are spaced so that the patterns' part
-/// stays under this many gets per second (an instance subscribed to 500
-/// patterns or fewer checks every second, one with 10,000 every 20 s).
+/// message that arrived), or, walking by topics, one per topic: checks are
+/// spaced so that this part stays under this many gets per second (an
+/// instance subscribed to 500 patterns or fewer checks every second, one
+/// with 10,000 every 20 s).
 pub(super) const LOSS_GETS_PER_SECOND: u64 = 500;
+/// Most topics a check walking by topics looks at; past it, that check is
+/// skipped (and a loss in that interval is found only by its topic's next
+/// message).
+const LOSS_TOPICS_MAX: usize = 100_000;
 /// Patterns a check walks at once.
 const LOSS_WALKS_AT_ONCE: usize = 16;
 
@@ -122,6 +126,9 @@ pub(super) struct Follower {
     /// For each subscribed pattern, the sequence after which its messages
     /// arrive live (`u64::MAX` until the next probe reads the head).
     pub since: HashMap<Pattern, u64>,
+    /// The direct gets the last check walking by topics asked for (checks
+    /// are spaced by it).
+    pub check_cost: usize,
 }
 
 /// The loss watch of a follower starting after `start`.
@@ -158,14 +165,22 @@ impl Follower {
         if self.rescan || self.disconnected {
             return;
         }
-        let position = self.hub.position().seq;
         let probe = {
             let mut watch = self.watch.lock();
-            watch.set_spacing(self.since.len() as u64 * 1_000_000 / LOSS_GETS_PER_SECOND);
-            watch.probe(clock::now_us(), position, head.last_seq)
+            let cost = self.since.len().max(self.check_cost) as u64;
+            watch.set_spacing(cost * 1_000_000 / LOSS_GETS_PER_SECOND);
+            watch.probe(clock::now_us(), head.last_seq)
         };
-        if let Probe::Check { after, through } = probe {
-            match self.check(after, through).await {
+        if let Probe::Check {
+            after,
+            through,
+            walk,
+        } = probe
+        {
+            if walk == Walk::Arrivals {
+                self.check_cost = 0;
+            }
+            match self.check(after, through, walk).await {
                 Ok(()) => self.watch.lock().checked(through),
                 Err(e) => tracing::debug!(error = %e, "loss check failed; the next probe retries"),
             }
@@ -204,58 +219,121 @@ impl Follower {
         true
     }
 
-    /// Finds the messages of the subscribed patterns with a sequence in
-    /// `after + 1 ..= through` that did not arrive (direct gets, skipping
-    /// what did), delivers those after the position in order, and tells the
-    /// streams of the others' topics `tidings.gap` (later messages were
-    /// delivered already).
-    async fn check(&mut self, after: u64, through: u64) -> Result<(), String> {
-        self.health.loss_checks.fetch_add(1, Relaxed);
-        let started = Instant::now();
-        // The patterns are walked side by side (a few at a time), so a
-        // check holds live delivery for about one pattern's walk, not all.
+    /// Every stored message of each subscribed pattern in `after + 1 ..=
+    /// through` (after the pattern's start), arrived or not: one direct get
+    /// per message and per pattern. The patterns are walked side by side
+    /// (a few at a time), so a check holds live delivery for about one
+    /// pattern's walk, not all.
+    async fn walk_arrivals(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Vec<Result<Vec<StreamEntry>, String>> {
         let walks: Vec<_> = self
             .since
             .iter()
             .map(|(pattern, &since)| {
                 let filter = self.stream.subjects().stored_filter(pattern);
-                let stream = self.stream.clone();
-                async move {
-                    let mut entries = Vec::new();
-                    let mut from = after.max(since).saturating_add(1);
-                    while from <= through && entries.len() <= MAX_RESCAN {
-                        let Some(entry) = stream.next_matching(&filter, from).await? else {
-                            break;
-                        };
-                        if entry.seq > through {
-                            break;
-                        }
-                        from = entry.seq + 1;
-                        entries.push(entry);
-                    }
-                    Ok::<_, String>(entries)
-                }
+                walk_subject(self.stream.clone(), filter, after.max(since), through)
             })
             .collect();
-        let found: Vec<Result<Vec<StreamEntry>, String>> = futures_util::stream::iter(walks)
+        futures_util::stream::iter(walks)
             .buffer_unordered(LOSS_WALKS_AT_ONCE)
             .collect()
-            .await;
+            .await
+    }
+
+    /// For each topic the stream holds that a subscribed pattern matches,
+    /// its stored messages in `after + 1 ..= through` after the newest its
+    /// chain accounted for (a chain accounts for every message of its topic
+    /// from the pattern's start up to its newest: the hub asks for any hole
+    /// in it). One stream info per pattern and one direct get per topic,
+    /// plus one per message found. `None` past [`LOSS_TOPICS_MAX`] topics.
+    async fn walk_topics(
+        &mut self,
+        after: u64,
+        through: u64,
+    ) -> Result<Option<Vec<Result<Vec<StreamEntry>, String>>>, String> {
+        let mut from: HashMap<Topic, u64> = HashMap::new();
+        for (pattern, &since) in &self.since {
+            let Some(topics) = self
+                .stream
+                .topics_matching(pattern, LOSS_TOPICS_MAX)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let start = after.max(since);
+            for topic in topics {
+                let at = from.entry(topic).or_insert(start);
+                *at = (*at).min(start);
+            }
+            if from.len() > LOSS_TOPICS_MAX {
+                return Ok(None);
+            }
+        }
+        self.check_cost = self.since.len() + from.len();
+        let walks: Vec<_> = from
+            .into_iter()
+            .filter_map(|(topic, start)| {
+                let start = start.max(self.hub.chain(&topic).unwrap_or(0));
+                (start < through).then(|| {
+                    let filter = self.stream.subjects().stored(&topic);
+                    walk_subject(self.stream.clone(), filter, start, through)
+                })
+            })
+            .collect();
+        Ok(Some(
+            futures_util::stream::iter(walks)
+                .buffer_unordered(LOSS_WALKS_AT_ONCE)
+                .collect()
+                .await,
+        ))
+    }
+
+    /// Finds the messages of the subscribed patterns with a sequence in
+    /// `after + 1 ..= through` that did not arrive (walking by arrivals or
+    /// by topics, as the watch says), delivers those after the position in
+    /// order, and tells the streams of the others' topics `tidings.gap`
+    /// (later messages were delivered already).
+    async fn check(&mut self, after: u64, through: u64, walk: Walk) -> Result<(), String> {
+        self.health.loss_checks.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let found = match walk {
+            Walk::Arrivals => self.walk_arrivals(after, through).await,
+            Walk::Topics => match self.walk_topics(after, through).await? {
+                Some(found) => found,
+                None => {
+                    tracing::warn!(
+                        max = LOSS_TOPICS_MAX,
+                        "more topics than a loss check walks: messages lost live in a busy second are found only by their topic's next message"
+                    );
+                    return Ok(());
+                }
+            },
+        };
         tracing::debug!(
-            patterns = self.since.len(),
+            ?walk,
+            walks = found.len(),
             after,
             through,
             micros = started.elapsed().as_micros() as u64,
-            "loss check walked the subscribed patterns"
+            "loss check walked the stream"
         );
         let mut missing: Vec<StreamEntry> = Vec::new();
         let mut truncated = false;
-        for walk in found {
-            let walk = walk?;
+        for entries in found {
+            let entries = entries?;
             // The walk stopped at its limit: what lies beyond is unknown.
-            truncated |= walk.len() > MAX_RESCAN;
+            truncated |= entries.len() > MAX_RESCAN;
             let watch = self.watch.lock();
-            missing.extend(walk.into_iter().filter(|e| !watch.seen(e.seq)));
+            // A walk by topics lists only what its chain did not account
+            // for; a walk by arrivals lists everything, arrived or not.
+            missing.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| walk == Walk::Topics || !watch.seen(e.seq)),
+            );
         }
         if truncated || missing.len() > MAX_RESCAN {
             self.declare_lost(through);
@@ -584,12 +662,14 @@ impl Follower {
             }
         }
         let messages: Vec<Outgoing> = entries.iter().map(outgoing).collect();
+        let floors = self.floors(&entries);
         let mut start = 0;
         while start < entries.len() {
             let log_entries: Vec<LogEntry<'_>> = entries[start..]
                 .iter()
                 .zip(&messages[start..])
-                .map(|(e, m)| self.log_entry(e, m))
+                .zip(&floors[start..])
+                .map(|((e, m), &floor)| self.log_entry(e, m, floor))
                 .collect();
             let fed = self.hub.feed(&log_entries, clock::now_us());
             if fed.gaps > 0 {
@@ -604,13 +684,46 @@ impl Follower {
         }
     }
 
-    fn log_entry<'a>(&self, entry: &'a StreamEntry, message: &'a Outgoing) -> LogEntry<'a> {
+    /// For each entry that would start its topic's chain here, where this
+    /// instance's interest in the topic began: the earliest start of a
+    /// subscribed pattern matching it. A live message whose previous one on
+    /// its topic came after that was lost on the way, and nothing else
+    /// would show it (the chain starts at what arrived). `u64::MAX` for the
+    /// others, and where the previous one is not known.
+    fn floors(&self, entries: &[StreamEntry]) -> Vec<u64> {
+        let mut in_batch: HashSet<&Topic> = HashSet::new();
+        entries
+            .iter()
+            .map(|e| {
+                let starts = e.prev.is_some()
+                    && in_batch.insert(&e.topic)
+                    && self.hub.chain(&e.topic).is_none();
+                if !starts {
+                    return u64::MAX;
+                }
+                self.since
+                    .iter()
+                    .filter(|(pattern, _)| pattern.matches(&e.topic))
+                    .map(|(_, &since)| since)
+                    .min()
+                    .unwrap_or(u64::MAX)
+            })
+            .collect()
+    }
+
+    fn log_entry<'a>(
+        &self,
+        entry: &'a StreamEntry,
+        message: &'a Outgoing,
+        floor: u64,
+    ) -> LogEntry<'a> {
         LogEntry {
             id: MessageId::new(self.epoch(), entry.seq),
             chain: Chain::Topic {
                 topic: &entry.topic,
                 // Unknown: the hub asks for what may be missing before it.
                 prev: entry.prev.unwrap_or(entry.seq.saturating_sub(1)),
+                floor,
             },
             message,
             published_us: clock::from_unix_micros(entry.accepted_us),
@@ -662,7 +775,7 @@ impl Follower {
             let log_entries: Vec<LogEntry<'_>> = fetched
                 .iter()
                 .zip(&messages)
-                .map(|(e, m)| self.log_entry(e, m))
+                .map(|(e, m)| self.log_entry(e, m, u64::MAX))
                 .collect();
             let _ = self.hub.feed(&log_entries, clock::now_us());
         } else {
@@ -688,6 +801,29 @@ pub(super) fn outgoing(entry: &StreamEntry) -> Outgoing {
         .as_deref()
         .and_then(|c| c.parse::<ConnectionId>().ok());
     message
+}
+
+/// The stored messages on `filter` in `after + 1 ..= through`, one direct
+/// get each, at most [`MAX_RESCAN`] + 1 (more means the walk was cut).
+async fn walk_subject(
+    stream: Stream,
+    filter: String,
+    after: u64,
+    through: u64,
+) -> Result<Vec<StreamEntry>, String> {
+    let mut entries = Vec::new();
+    let mut from = after.saturating_add(1);
+    while from <= through && entries.len() <= MAX_RESCAN {
+        let Some(entry) = stream.next_matching(&filter, from).await? else {
+            break;
+        };
+        if entry.seq > through {
+            break;
+        }
+        from = entry.seq + 1;
+        entries.push(entry);
+    }
+    Ok(entries)
 }
 
 /// Waits until a subscription has a message, then takes everything every

@@ -15,6 +15,8 @@ use async_nats::{
     },
 };
 use bytes::Bytes;
+use futures_util::TryStreamExt as _;
+use tidings_core::topic::{Pattern, Topic};
 use tokio::sync::mpsc;
 
 use super::{
@@ -332,6 +334,33 @@ impl Stream {
         }
     }
 
+    /// The topics with messages in the stream that `pattern` matches (one
+    /// stream info with a subjects filter, paged by the client), at most
+    /// `limit`: `None` when there are more.
+    pub async fn topics_matching(
+        &self,
+        pattern: &Pattern,
+        limit: usize,
+    ) -> Result<Option<Vec<Topic>>, String> {
+        let filter = self.subjects.stored_filter(pattern);
+        let mut listed = self
+            .stream
+            .info_with_subjects(&filter)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut topics = Vec::new();
+        while let Some((subject, _count)) = listed.try_next().await.map_err(|e| e.to_string())? {
+            if topics.len() == limit {
+                return Ok(None);
+            }
+            // Subjects that are not topics of ours are someone else's.
+            if let Some(topic) = self.subjects.topic_of_stored(&subject) {
+                topics.push(topic);
+            }
+        }
+        Ok(Some(topics))
+    }
+
     /// Every stored message a pattern of `patterns` matches with a sequence
     /// in `after + 1 ..= up_to`, in stream order, each once (patterns may
     /// overlap), at most `limit` of them; `truncated` when the limit cut the
@@ -340,7 +369,7 @@ impl Stream {
     /// leader change. One direct get per message and per pattern at the end.
     pub async fn replay(
         &self,
-        patterns: &[tidings_core::topic::Pattern],
+        patterns: &[Pattern],
         after: u64,
         up_to: u64,
         limit: usize,
