@@ -479,21 +479,27 @@ async fn presence_lives_in_nats_kv_both_instances_list_both_and_a_killed_ones_le
 }
 
 /// A configuration letting the user `tidings` read everything except the
-/// republished messages of `demo:loss:b` under `prefix`: the server drops
-/// them silently for its wildcard subscriptions (stored and acknowledged,
-/// never delivered live), which is how a real path loses a message without
-/// any event on the connection. (A deny with a wildcard token does not
-/// filter deliveries on 2.9: the subject is spelt out.)
-fn lossy_nats(prefix: &str) -> String {
+/// republished messages of the `denied` topics (`demo:loss:b` spelt
+/// `b`) under `prefix`: the server drops them silently for its wildcard
+/// subscriptions (stored and acknowledged, never delivered live), which is
+/// how a real path loses a message without any event on the connection. (A
+/// deny with a wildcard token does not filter deliveries on 2.9: the
+/// subject is spelt out.)
+fn lossy_nats(prefix: &str, denied: &[&str]) -> String {
+    let deny: Vec<String> = denied
+        .iter()
+        .map(|t| format!("\"{prefix}.r.demo.loss.{t}\""))
+        .collect();
     format!(
         r#"
 authorization {{
   users = [
     {{ user: tidings, password: tidings,
-      permissions: {{ subscribe: {{ allow: ">", deny: "{prefix}.r.demo.loss.b" }} }} }}
+      permissions: {{ subscribe: {{ allow: ">", deny: [{}] }} }} }}
   ]
 }}
-"#
+"#,
+        deny.join(", ")
     )
 }
 
@@ -509,8 +515,8 @@ async fn event_within(stream: &mut SseStream, limit: Duration) -> Option<Msg> {
 async fn a_topics_last_message_lost_live_still_reaches_its_subscribers_or_they_are_told() {
     let name = unique_name("L").to_uppercase();
     let prefix = name.to_lowercase();
-    let config = lossy_nats(&prefix);
-    let nats =
+    let config = lossy_nats(&prefix, &["b", "c"]);
+    let mut nats =
         tokio::task::spawn_blocking(move || NatsCluster::start_with_config(3, Some(&config)))
             .await
             .unwrap();
@@ -640,6 +646,33 @@ async fn a_topics_last_message_lost_live_still_reaches_its_subscribers_or_they_a
     if told {
         assert_eq!(ids, busy);
     }
+    let extra = event_within(&mut sub, Duration::from_secs(3)).await;
+    assert!(extra.is_none(), "{extra:?}");
+
+    // 5. demo:loss:c's first message since the subscription is lost; the
+    // operator then lifts the filter, and before any check runs another
+    // topic's message and c's next one arrive. c's chain starts here with
+    // that next one, whose predecessor came after the subscription: it
+    // was missed, cannot come in order any more (a later message went
+    // out), so c's streams are told before c's next message.
+    let lost_first = a.publish("demo:loss:c", json!("lost-first")).await;
+    nats.reconfigure(&lossy_nats(&prefix, &["b"]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = a.publish("demo:loss:a", json!("other")).await;
+    let next = a.publish("demo:loss:c", json!("next")).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        match event_within(&mut sub, Duration::from_secs(8)).await {
+            Some(event) => got.push(event),
+            None => break,
+        }
+    }
+    println!("first message lost: {lost_first} → {got:?}");
+    let kinds: Vec<(&str, &str)> = got.iter().map(|e| (e.0.as_str(), e.1.as_str())).collect();
+    assert_eq!(kinds.len(), 3, "{got:?}");
+    assert_eq!(kinds[0], (other.as_str(), "message"));
+    assert_eq!(kinds[1].1, "tidings.gap");
+    assert_eq!(kinds[2], (next.as_str(), "message"));
     let extra = event_within(&mut sub, Duration::from_secs(3)).await;
     assert!(extra.is_none(), "{extra:?}");
     drop(nats);

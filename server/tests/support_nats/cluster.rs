@@ -141,6 +141,29 @@ impl NatsNode {
         self.child.is_some()
     }
 
+    /// The node's own configuration file: its name, ports, store and
+    /// routes (what the flags say for a node without one: a reload reads
+    /// only the file) and the cluster's `shared` file.
+    fn write_config(&self, shared: &Path, cluster: &str, routes: &str) -> PathBuf {
+        let text = std::fs::read_to_string(shared).expect("read the nodes' configuration");
+        let routes: Vec<String> = routes.split(',').map(|r| format!("\"{r}\"")).collect();
+        let own = format!(
+            "server_name: {name}\nlisten: \"127.0.0.1:{port}\"\nhttp_port: {monitor}\n\
+             log_file: \"{log}\"\njetstream {{ store_dir: \"{store}\" }}\n\
+             cluster {{ name: {cluster}, listen: \"127.0.0.1:{cluster_port}\", routes: [{routes}] }}\n",
+            name = self.name,
+            port = self.port,
+            monitor = self.monitor_port,
+            log = self.log_path().display(),
+            store = self.dir.join("js").display(),
+            cluster_port = self.cluster_port,
+            routes = routes.join(", "),
+        );
+        let path = self.dir.join("nats.conf");
+        std::fs::write(&path, format!("{own}{text}")).expect("write the node's configuration");
+        path
+    }
+
     /// The node's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("nats.log")
@@ -264,22 +287,28 @@ impl NatsCluster {
         let node = &mut self.nodes[i];
         std::fs::create_dir_all(&node.dir).expect("create the node's directory");
         let mut command = Command::new(nats_server_bin());
-        if let Some(config) = &self.config {
-            command.arg("-c").arg(config);
+        match &self.config {
+            // The file says everything (a reload reads only the file).
+            Some(config) => {
+                command
+                    .arg("-c")
+                    .arg(node.write_config(config, &self.name, &routes));
+            }
+            None => {
+                command
+                    .args(["-js", "-sd"])
+                    .arg(node.dir.join("js"))
+                    .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
+                    .args(["-m", &node.monitor_port.to_string()])
+                    .args(["-n", &node.name, "--cluster_name", &self.name])
+                    .arg("--cluster")
+                    .arg(format!("nats://127.0.0.1:{}", node.cluster_port))
+                    .args(["--routes", &routes])
+                    .arg("-l")
+                    .arg(node.dir.join("nats.log"));
+            }
         }
-        command
-            .args(["-js", "-sd"])
-            .arg(node.dir.join("js"))
-            .args(["-a", "127.0.0.1", "-p", &node.port.to_string()])
-            .args(["-m", &node.monitor_port.to_string()])
-            .args(["-n", &node.name, "--cluster_name", &self.name])
-            .arg("--cluster")
-            .arg(format!("nats://127.0.0.1:{}", node.cluster_port))
-            .args(["--routes", &routes])
-            .arg("-l")
-            .arg(node.dir.join("nats.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         let child = spawn_tied_to_process(command).unwrap_or_else(|e| {
             panic!(
                 "cannot start {} ({e}); install nats-server (scripts/lib/ensure-nats.sh)",
@@ -305,6 +334,26 @@ impl NatsCluster {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Replaces the configuration every node reads and has each running
+    /// node reload it (SIGHUP by its pid), as an operator would.
+    pub fn reconfigure(&mut self, text: &str) {
+        let path = self
+            .config
+            .as_ref()
+            .expect("a cluster started with a configuration");
+        std::fs::write(path, text).expect("write the nodes' configuration");
+        let routes = self.routes();
+        for node in &self.nodes {
+            node.write_config(path, &self.name, &routes);
+            if let Some(child) = &node.child {
+                // SAFETY: sending a signal to our own child's pid.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGHUP);
+                }
+            }
+        }
     }
 
     /// `kill -9` node `i` (by its pid) and reaps it.
