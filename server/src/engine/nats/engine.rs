@@ -123,6 +123,7 @@ impl NatsEngine {
             watch: super::follow::loss_watch(floor),
             since: Default::default(),
             check_cost: 0,
+            walking: None,
         };
         let tasks = vec![
             tokio::spawn(follower.run(stop.clone())),

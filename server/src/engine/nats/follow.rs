@@ -15,10 +15,13 @@
 //! leaves no hole in any chain. Every [`LOSS_PROBE_EVERY`] the follower
 //! reads the stream's head (one stream info for the whole instance) and
 //! hands it to the core [`LossWatch`]; once a head is [`LOSS_GRACE`] old,
-//! the watch asks for a check of the sequences up to it, and the follower
-//! walks its subscribed patterns with direct gets, skipping what arrived:
-//! what did not arrive is delivered in order, or, when later messages were
-//! delivered already, its topic's streams are told `tidings.gap`.
+//! the watch asks for a check of the sequences up to it, and a walk over
+//! the stream (its own task, beside live delivery) lists with direct gets
+//! what did not arrive: by its subscribed patterns, skipping what arrived,
+//! or, past the watch's memory of arrivals, by topics, after each topic's
+//! newest delivered message. What did not arrive is delivered in order,
+//! or, when later messages were delivered already, its topic's streams are
+//! told `tidings.gap`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,7 +45,7 @@ use tidings_core::{
     topic::{Pattern, Topic},
 };
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 
 use super::{
     ConnectionEvent, NatsHealth, Stream, StreamEntry, entry::from_republished, minimal_cover,
@@ -129,6 +132,153 @@ pub(super) struct Follower {
     /// The direct gets the last check walking by topics asked for (checks
     /// are spaced by it).
     pub check_cost: usize,
+    /// A loss check's walk, running beside live delivery (its own task,
+    /// aborted when dropped).
+    pub walking: Option<AbortOnDropHandle<Walked>>,
+}
+
+/// A loss check's walk over the stream. It only reads (the stream, and the
+/// hub's chains), so it runs beside live delivery: a message that arrives
+/// meanwhile is seen by the time its result is settled, and a lost one
+/// found late is told rather than delivered out of order.
+struct LossWalk {
+    stream: Stream,
+    hub: Arc<Hub>,
+    /// Each subscribed pattern and the sequence after which it is entitled.
+    since: Vec<(Pattern, u64)>,
+    after: u64,
+    through: u64,
+    walk: Walk,
+}
+
+/// Each walk's entries (one walk per pattern, or per topic).
+type Walks = Vec<Result<Vec<StreamEntry>, String>>;
+
+/// What a walk found.
+pub(super) struct Walked {
+    after: u64,
+    through: u64,
+    walk: Walk,
+    /// Each walk's entries; `None` past [`LOSS_TOPICS_MAX`] topics.
+    found: Result<Option<Walks>, String>,
+    /// The direct gets a walk by topics asked for (0 by arrivals).
+    cost: usize,
+    micros: u64,
+}
+
+impl LossWalk {
+    async fn run(self) -> Walked {
+        let started = Instant::now();
+        let (found, cost) = match self.walk {
+            Walk::Arrivals => (Ok(Some(self.by_arrivals().await)), 0),
+            Walk::Topics => match self.by_topics().await {
+                Ok((found, cost)) => (Ok(found), cost),
+                Err(e) => (Err(e), 0),
+            },
+        };
+        Walked {
+            after: self.after,
+            through: self.through,
+            walk: self.walk,
+            found,
+            cost,
+            micros: started.elapsed().as_micros() as u64,
+        }
+    }
+
+    /// Every stored message of each subscribed pattern in `after + 1 ..=
+    /// through` (after the pattern's start), arrived or not: one direct get
+    /// per message and per pattern, a few patterns at a time.
+    async fn by_arrivals(&self) -> Walks {
+        let walks: Vec<_> = self
+            .since
+            .iter()
+            .map(|(pattern, since)| {
+                let filter = self.stream.subjects().stored_filter(pattern);
+                walk_subject(
+                    self.stream.clone(),
+                    filter,
+                    self.after.max(*since),
+                    self.through,
+                )
+            })
+            .collect();
+        futures_util::stream::iter(walks)
+            .buffer_unordered(LOSS_WALKS_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    /// For each topic the stream holds that a subscribed pattern matches,
+    /// its stored messages in `after + 1 ..= through` after the newest its
+    /// chain accounted for (a chain accounts for every message of its topic
+    /// from the pattern's start up to its newest: the hub asks for any hole
+    /// in it). A pattern without wildcards is its one topic; the others are
+    /// listed with one stream info each. Then one direct get per topic
+    /// whose chain is behind `through`, plus one per message found. `None`
+    /// past [`LOSS_TOPICS_MAX`] topics.
+    async fn by_topics(&self) -> Result<(Option<Walks>, usize), String> {
+        let listings: Vec<_> = self
+            .since
+            .iter()
+            .map(|(pattern, since)| async move {
+                let start = self.after.max(*since);
+                if pattern.is_literal() {
+                    let topic = Topic::new(pattern.as_str()).map_err(|e| e.to_string())?;
+                    return Ok((Some(vec![topic]), start));
+                }
+                let topics = self
+                    .stream
+                    .topics_matching(pattern, LOSS_TOPICS_MAX)
+                    .await?;
+                Ok::<_, String>((topics, start))
+            })
+            .collect();
+        let listed: Vec<Result<_, String>> = futures_util::stream::iter(listings)
+            .buffer_unordered(LOSS_WALKS_AT_ONCE)
+            .collect()
+            .await;
+        let mut from: HashMap<Topic, u64> = HashMap::new();
+        for listing in listed {
+            let (Some(topics), start) = listing? else {
+                return Ok((None, 0));
+            };
+            for topic in topics {
+                let at = from.entry(topic).or_insert(start);
+                *at = (*at).min(start);
+            }
+            if from.len() > LOSS_TOPICS_MAX {
+                return Ok((None, 0));
+            }
+        }
+        let cost = self.since.len() + from.len();
+        let walks: Vec<_> = from
+            .into_iter()
+            .filter_map(|(topic, start)| {
+                let start = start.max(self.hub.chain(&topic).unwrap_or(0));
+                (start < self.through).then(|| {
+                    let filter = self.stream.subjects().stored(&topic);
+                    walk_subject(self.stream.clone(), filter, start, self.through)
+                })
+            })
+            .collect();
+        let found = futures_util::stream::iter(walks)
+            .buffer_unordered(LOSS_WALKS_AT_ONCE)
+            .collect()
+            .await;
+        Ok((Some(found), cost))
+    }
+}
+
+/// Waits for the running walk, if any (never ready without one; a walk
+/// that panicked reads as a failed one).
+fn poll_walk(
+    walking: &mut Option<AbortOnDropHandle<Walked>>,
+) -> impl Future<Output = Result<Walked, String>> + '_ {
+    std::future::poll_fn(move |cx| match walking.as_mut() {
+        Some(walk) => Pin::new(walk).poll(cx).map_err(|e| e.to_string()),
+        None => Poll::Pending,
+    })
 }
 
 /// The loss watch of a follower starting after `start`.
@@ -162,7 +312,7 @@ impl Follower {
                 *since = head.last_seq;
             }
         }
-        if self.rescan || self.disconnected {
+        if self.rescan || self.disconnected || self.walking.is_some() {
             return;
         }
         let probe = {
@@ -177,13 +327,15 @@ impl Follower {
             walk,
         } = probe
         {
-            if walk == Walk::Arrivals {
-                self.check_cost = 0;
-            }
-            match self.check(after, through, walk).await {
-                Ok(()) => self.watch.lock().checked(through),
-                Err(e) => tracing::debug!(error = %e, "loss check failed; the next probe retries"),
-            }
+            let walk = LossWalk {
+                stream: self.stream.clone(),
+                hub: self.hub.clone(),
+                since: self.since.iter().map(|(p, &s)| (p.clone(), s)).collect(),
+                after,
+                through,
+                walk,
+            };
+            self.walking = Some(AbortOnDropHandle::new(tokio::spawn(walk.run())));
         }
     }
 
@@ -207,6 +359,7 @@ impl Follower {
         };
         let _ = self.hub.resync(state, ticket, clock::now_us());
         self.held.clear();
+        self.walking = None;
         self.watch.lock().restart(head.last_seq);
         // Sequences restart: each pattern's start is the new stream's head.
         for since in self.since.values_mut() {
@@ -219,107 +372,53 @@ impl Follower {
         true
     }
 
-    /// Every stored message of each subscribed pattern in `after + 1 ..=
-    /// through` (after the pattern's start), arrived or not: one direct get
-    /// per message and per pattern. The patterns are walked side by side
-    /// (a few at a time), so a check holds live delivery for about one
-    /// pattern's walk, not all.
-    async fn walk_arrivals(
-        &self,
-        after: u64,
-        through: u64,
-    ) -> Vec<Result<Vec<StreamEntry>, String>> {
-        let walks: Vec<_> = self
-            .since
-            .iter()
-            .map(|(pattern, &since)| {
-                let filter = self.stream.subjects().stored_filter(pattern);
-                walk_subject(self.stream.clone(), filter, after.max(since), through)
-            })
-            .collect();
-        futures_util::stream::iter(walks)
-            .buffer_unordered(LOSS_WALKS_AT_ONCE)
-            .collect()
-            .await
-    }
-
-    /// For each topic the stream holds that a subscribed pattern matches,
-    /// its stored messages in `after + 1 ..= through` after the newest its
-    /// chain accounted for (a chain accounts for every message of its topic
-    /// from the pattern's start up to its newest: the hub asks for any hole
-    /// in it). One stream info per pattern and one direct get per topic,
-    /// plus one per message found. `None` past [`LOSS_TOPICS_MAX`] topics.
-    async fn walk_topics(
-        &mut self,
-        after: u64,
-        through: u64,
-    ) -> Result<Option<Vec<Result<Vec<StreamEntry>, String>>>, String> {
-        let mut from: HashMap<Topic, u64> = HashMap::new();
-        for (pattern, &since) in &self.since {
-            let Some(topics) = self
-                .stream
-                .topics_matching(pattern, LOSS_TOPICS_MAX)
-                .await?
-            else {
-                return Ok(None);
-            };
-            let start = after.max(since);
-            for topic in topics {
-                let at = from.entry(topic).or_insert(start);
-                *at = (*at).min(start);
-            }
-            if from.len() > LOSS_TOPICS_MAX {
-                return Ok(None);
-            }
-        }
-        self.check_cost = self.since.len() + from.len();
-        let walks: Vec<_> = from
-            .into_iter()
-            .filter_map(|(topic, start)| {
-                let start = start.max(self.hub.chain(&topic).unwrap_or(0));
-                (start < through).then(|| {
-                    let filter = self.stream.subjects().stored(&topic);
-                    walk_subject(self.stream.clone(), filter, start, through)
-                })
-            })
-            .collect();
-        Ok(Some(
-            futures_util::stream::iter(walks)
-                .buffer_unordered(LOSS_WALKS_AT_ONCE)
-                .collect()
-                .await,
-        ))
-    }
-
-    /// Finds the messages of the subscribed patterns with a sequence in
-    /// `after + 1 ..= through` that did not arrive (walking by arrivals or
-    /// by topics, as the watch says), delivers those after the position in
+    /// Takes what a check's walk found (it ran beside live delivery):
+    /// delivers the messages that did not arrive after the position in
     /// order, and tells the streams of the others' topics `tidings.gap`
     /// (later messages were delivered already).
-    async fn check(&mut self, after: u64, through: u64, walk: Walk) -> Result<(), String> {
-        self.health.loss_checks.fetch_add(1, Relaxed);
-        let started = Instant::now();
-        let found = match walk {
-            Walk::Arrivals => self.walk_arrivals(after, through).await,
-            Walk::Topics => match self.walk_topics(after, through).await? {
-                Some(found) => found,
-                None => {
-                    tracing::warn!(
-                        max = LOSS_TOPICS_MAX,
-                        "more topics than a loss check walks: messages lost live in a busy second are found only by their topic's next message"
-                    );
-                    return Ok(());
-                }
-            },
-        };
-        tracing::debug!(
-            ?walk,
-            walks = found.len(),
+    async fn settle(&mut self, walked: Walked) {
+        let Walked {
             after,
             through,
-            micros = started.elapsed().as_micros() as u64,
+            walk,
+            found,
+            cost,
+            micros,
+        } = walked;
+        self.health.loss_checks.fetch_add(1, Relaxed);
+        self.check_cost = cost;
+        tracing::debug!(
+            ?walk,
+            after,
+            through,
+            cost,
+            micros,
             "loss check walked the stream"
         );
+        let found = match found {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                tracing::warn!(
+                    max = LOSS_TOPICS_MAX,
+                    "more topics than a loss check walks: messages lost live in a busy second are found only by their topic's next message"
+                );
+                self.watch.lock().checked(through);
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "loss check failed; the next probe retries");
+                return;
+            }
+        };
+        match self.check(through, walk, found).await {
+            Ok(()) => self.watch.lock().checked(through),
+            Err(e) => tracing::debug!(error = %e, "loss check failed; the next probe retries"),
+        }
+    }
+
+    /// The messages a walk found: those that did not arrive are delivered
+    /// or announced.
+    async fn check(&mut self, through: u64, walk: Walk, found: Walks) -> Result<(), String> {
         let mut missing: Vec<StreamEntry> = Vec::new();
         let mut truncated = false;
         for entries in found {
@@ -440,6 +539,13 @@ impl Follower {
                 }
                 _ = retry.tick(), if self.rescan && !self.disconnected => self.try_rescan().await,
                 _ = probe.tick() => self.probe().await,
+                walked = poll_walk(&mut self.walking), if self.walking.is_some() => {
+                    self.walking = None;
+                    match walked {
+                        Ok(walked) => self.settle(walked).await,
+                        Err(e) => tracing::warn!(error = %e, "a loss check's walk failed; the next probe retries"),
+                    }
+                }
                 _ = sweep.tick() => self.sweep().await,
             }
         }
