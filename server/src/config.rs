@@ -16,6 +16,10 @@ pub const DEFAULT_PUBLIC: &str = "demo:>";
 /// `--replay-rate`: messages a second all replays together may send.
 pub const DEFAULT_REPLAY_RATE: u64 = 100_000;
 
+/// `--replay-rate-per-ip`: messages a second all replays of one client
+/// address may send.
+pub const DEFAULT_REPLAY_RATE_PER_IP: u64 = 10_000;
+
 /// `tidings-server`: real-time pub/sub over Server-Sent Events.
 #[derive(Debug, Parser)]
 #[command(
@@ -224,6 +228,14 @@ pub struct ServeArgs {
     /// takes longer instead of taking the CPU from live traffic.
     #[arg(long, env = "TIDINGS_REPLAY_RATE", default_value_t = DEFAULT_REPLAY_RATE)]
     pub replay_rate: u64,
+
+    /// Messages a second that all replays of one client IP together may
+    /// send from history, within `--replay-rate` (bursts of a tenth of a
+    /// second's worth; 0: no per-address limit). Clients looping "resume
+    /// from the start, read a little, close" from one address then cost
+    /// the server at most this, however many replays they start.
+    #[arg(long, env = "TIDINGS_REPLAY_RATE_PER_IP", default_value_t = DEFAULT_REPLAY_RATE_PER_IP)]
+    pub replay_rate_per_ip: u64,
 
     /// Most open TCP connections of any kind (streams, publishes, idle
     /// keep-alive). Over it new connections get 503 and are closed, or are

@@ -116,6 +116,48 @@ pub struct ReplayLimiter {
     max_per_ip: usize,
     pace: ReplayPace,
     starts: Option<Arc<Mutex<StartRates>>>,
+    address_paces: Option<Arc<Mutex<AddressPaces>>>,
+}
+
+/// Most messages a stream replays per chunk: an address's replay burst is
+/// at least this, so its pages stay whole.
+pub(crate) const REPLAY_PAGE: usize = 256;
+
+/// The replay pace of each client address: one token bucket each, shared
+/// by the address's running replays, forgotten once none runs and it is
+/// full again (forgetting a bucket that is not full would hand a loop of
+/// short replays a fresh burst each time).
+#[derive(Debug)]
+struct AddressPaces {
+    per_sec: u64,
+    buckets: HashMap<IpAddr, Arc<Mutex<TokenBucket>>>,
+}
+
+impl AddressPaces {
+    fn bucket(&mut self, ip: IpAddr, now: Duration) -> Arc<Mutex<TokenBucket>> {
+        if self.buckets.len() >= MAX_START_BUCKETS && !self.buckets.contains_key(&ip) {
+            self.buckets.retain(|_, b| {
+                let mut bucket = b.lock().unwrap_or_else(|e| e.into_inner());
+                bucket.refill(now);
+                Arc::strong_count(b) > 1 || !bucket.is_full()
+            });
+            if self.buckets.len() >= MAX_START_BUCKETS {
+                // A flood from very many addresses: the server-wide pace
+                // still bounds it.
+                self.buckets.retain(|_, b| Arc::strong_count(b) > 1);
+            }
+        }
+        let per_sec = self.per_sec;
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| {
+                let mut fresh =
+                    TokenBucket::new(per_sec, ReplayPace::burst(per_sec, REPLAY_PAGE as u64));
+                fresh.last = now;
+                Arc::new(Mutex::new(fresh))
+            })
+            .clone()
+    }
 }
 
 /// Replays started per client address: one token bucket each, forgotten
@@ -153,8 +195,8 @@ impl StartRates {
 }
 
 /// One stream's place among its address's replays; dropping it (when the
-/// stream turns live or ends) frees it. It carries the server-wide
-/// [`ReplayPace`] the stream's replay draws from.
+/// stream turns live or ends) frees it. It carries the [`ReplayPace`] the
+/// stream's replay draws from (server-wide, and its address's).
 #[derive(Debug)]
 #[must_use = "the place is freed when the permit is dropped"]
 pub struct ReplayPermit {
@@ -178,7 +220,43 @@ impl ReplayLimiter {
             max_per_ip,
             pace: ReplayPace::unlimited(),
             starts: None,
+            address_paces: None,
         }
+    }
+
+    /// The same limiter, where all replays of one client address together
+    /// send at most `per_sec` messages a second from history (bursts of a
+    /// tenth of a second's worth, a replay page at least; 0: no limit),
+    /// within the server-wide [`paced`](Self::paced) rate. A few clients
+    /// looping "resume from the start, read a little, close" from one
+    /// address then cost the server at most this rate, however many
+    /// replays they start.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tidings_server::limits::{ReplayLimiter, ReplayPace};
+    ///
+    /// let replays = ReplayLimiter::new(100)
+    ///     .paced(ReplayPace::new(100_000))
+    ///     .with_address_rate(1_000); // bursts of 256 (a page)
+    /// let (ip, now) = ("192.0.2.1".parse().unwrap(), Duration::ZERO);
+    /// let one = replays.acquire(ip, now).unwrap();
+    /// let two = replays.acquire(ip, now).unwrap();
+    /// assert_eq!(one.pace().take(now, 256), Ok(256));
+    /// // The address's second replay shares its rate.
+    /// assert!(two.pace().take(now, 256).is_err());
+    /// // Another address has its own.
+    /// let other = replays.acquire("192.0.2.2".parse().unwrap(), now).unwrap();
+    /// assert_eq!(other.pace().take(now, 256), Ok(256));
+    /// ```
+    pub fn with_address_rate(mut self, per_sec: u64) -> Self {
+        self.address_paces = (per_sec > 0).then(|| {
+            Arc::new(Mutex::new(AddressPaces {
+                per_sec,
+                buckets: HashMap::new(),
+            }))
+        });
+        self
     }
 
     /// The same limiter, starting at most `per_sec` replays a second per
@@ -253,9 +331,14 @@ impl ReplayLimiter {
             let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner());
             starts.bucket(ip, now).spend(1);
         }
+        let mut pace = self.pace.clone();
+        if let Some(paces) = &self.address_paces {
+            let mut paces = paces.lock().unwrap_or_else(|e| e.into_inner());
+            pace.address = Some(paces.bucket(ip, now));
+        }
         Ok(ReplayPermit {
             _place: place,
-            pace: self.pace.clone(),
+            pace,
         })
     }
 
@@ -286,6 +369,9 @@ impl ReplayLimiter {
 #[derive(Debug, Clone, Default)]
 pub struct ReplayPace {
     bucket: Option<Arc<Mutex<TokenBucket>>>,
+    /// The client address's own rate, drawn from first
+    /// ([`ReplayLimiter::with_address_rate`]).
+    address: Option<Arc<Mutex<TokenBucket>>>,
 }
 
 impl ReplayPace {
@@ -296,10 +382,18 @@ impl ReplayPace {
         if per_sec == 0 {
             return Self::unlimited();
         }
-        let burst = (per_sec / 10).max(64);
         Self {
-            bucket: Some(Arc::new(Mutex::new(TokenBucket::new(per_sec, burst)))),
+            bucket: Some(Arc::new(Mutex::new(TokenBucket::new(
+                per_sec,
+                Self::burst(per_sec, 64),
+            )))),
+            address: None,
         }
+    }
+
+    /// A tenth of a second's worth, `least` at least.
+    fn burst(per_sec: u64, least: u64) -> u64 {
+        (per_sec / 10).max(least)
     }
 
     /// No pacing: every `take` gets what it asks for.
@@ -309,31 +403,50 @@ impl ReplayPace {
 
     /// Takes a page of `want` messages' worth at `now` (any monotonic
     /// clock, the same for every call): `Ok(n)` with `n` = `want`, or a
-    /// whole burst if `want` is larger; or `Err(wait)` until that much
-    /// will be there. Whole pages only: a replay page costs about the same
+    /// whole burst if `want` is larger (the address's or the server's,
+    /// whichever is smaller); or `Err(wait)` until that much will be
+    /// there. Whole pages only: a replay page costs about the same
     /// to find whatever its length, so pages of a few messages would
     /// multiply the cost of each.
     pub fn take(&self, now: Duration, want: usize) -> Result<usize, Duration> {
-        match &self.bucket {
-            None => Ok(want),
-            Some(bucket) => bucket
-                .lock()
+        let lock = |b: &Arc<Mutex<TokenBucket>>| {
+            b.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take(now, want as u64)
-                .map(|n| n as usize),
+        };
+        // The address's share first, then the server's for as much.
+        let mine = match &self.address {
+            None => want as u64,
+            Some(address) => lock(address)?,
+        };
+        let Some(bucket) = &self.bucket else {
+            return Ok(mine as usize);
+        };
+        let taken = bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(now, mine);
+        let granted = *taken.as_ref().unwrap_or(&0);
+        if let Some(address) = &self.address {
+            give_back(address, mine - granted);
         }
+        taken.map(|n| n as usize)
     }
 
     /// Returns what a `take` got and did not use.
     pub fn give_back(&self, unused: usize) {
-        if let Some(bucket) = &self.bucket
-            && unused > 0
-        {
-            bucket
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .give_back(unused as u64);
+        for bucket in [&self.bucket, &self.address].into_iter().flatten() {
+            give_back(bucket, unused as u64);
         }
+    }
+}
+
+fn give_back(bucket: &Mutex<TokenBucket>, tokens: u64) {
+    if tokens > 0 {
+        bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(tokens);
     }
 }
 

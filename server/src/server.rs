@@ -262,6 +262,7 @@ pub async fn start_with_engine(
         max_replays_per_ip: args.max_replays_per_ip,
         replay_rate: args.replay_rate,
         replay_starts_per_ip: args.replay_starts_per_ip,
+        replay_rate_per_ip: args.replay_rate_per_ip,
     };
     let presence = Presence::new(engine.presence_store(), engine.clone(), args.presence_ttl);
     presence.start();

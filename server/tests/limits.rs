@@ -218,6 +218,74 @@ async fn replays_draw_from_the_replay_rate_and_live_messages_are_not_paced() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_of_one_address_share_its_rate_and_another_address_has_its_own() {
+    let t = start_with(|a| {
+        a.replay_rate = 0; // only the per-address rate paces here
+        a.replay_rate_per_ip = 200; // bursts of a page (256)
+        a.trust_forwarded_for = true;
+    })
+    .await;
+    let first = t.publish_one("demo:q:0", json!(0)).await;
+    let mut ids: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let batch: Vec<_> = (1..=100)
+            .map(|i| json!({"topic": "demo:q:1", "data": round * 100 + i}))
+            .collect();
+        let answer = t.publish(&json!(batch), None).await.unwrap();
+        ids.extend(
+            answer["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_str().unwrap().to_owned()),
+        );
+    }
+    let resume = |from_id: &str, ip: &'static str| {
+        let from_id = from_id.to_owned();
+        let t = &t;
+        async move {
+            let mut s = t
+                .subscribe_with(
+                    &["demo:q:*"],
+                    &[("lastEventId", from_id.as_str())],
+                    from(ip),
+                )
+                .await
+                .unwrap();
+            s.connected().await;
+            s
+        }
+    };
+    // One address resumes twice (600 messages to replay between them),
+    // then another once (200, within its own burst).
+    let started = std::time::Instant::now();
+    let mut a1 = resume(&first, "198.51.100.1").await;
+    let mut a2 = resume(&first, "198.51.100.1").await;
+    let b_started = std::time::Instant::now();
+    let mut b = resume(&ids[99], "198.51.100.2").await;
+    for n in 101..=300 {
+        assert_eq!(data(&b.event().await), n, "in order, no gap");
+    }
+    let b_took = b_started.elapsed();
+    for stream in [&mut a1, &mut a2] {
+        for n in 1..=300 {
+            assert_eq!(data(&stream.event().await), n, "in order, no gap");
+        }
+    }
+    let a_took = started.elapsed();
+    // 600 at 200 a second after a burst of 256, in whole pages of 256:
+    // three more pages' worth of tokens (1.28 s each) at least twice.
+    assert!(
+        a_took >= Duration::from_millis(2_400),
+        "one address's 600 replayed messages took {a_took:?}"
+    );
+    assert!(
+        b_took < Duration::from_millis(1_000),
+        "another address's 200 took {b_took:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_looping_resumes_is_refused_before_it_is_placed_and_may_resume_again_later() {
     let t = start_with(|a| a.replay_starts_per_ip = 2).await;

@@ -60,6 +60,9 @@ pub struct Settings {
     pub replay_rate: u64,
     /// Replays one client IP may start a second (0: unlimited).
     pub replay_starts_per_ip: u64,
+    /// Messages a second all replays of one client IP may send (0:
+    /// unlimited).
+    pub replay_rate_per_ip: u64,
 }
 
 /// State shared by every request.
@@ -97,7 +100,8 @@ impl AppState {
         Self {
             replays: ReplayLimiter::new(settings.max_replays_per_ip)
                 .paced(ReplayPace::new(settings.replay_rate))
-                .with_start_rate(settings.replay_starts_per_ip),
+                .with_start_rate(settings.replay_starts_per_ip)
+                .with_address_rate(settings.replay_rate_per_ip),
             settings,
             auth,
             engine,

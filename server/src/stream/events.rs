@@ -32,7 +32,7 @@ const DRAIN_BATCH: usize = 64;
 /// Most messages per chunk while replaying history: finding a page costs
 /// about the same whatever its length (a look at each matched topic), so
 /// replay pages are larger. The queue's byte bound still caps each page.
-const REPLAY_BATCH: usize = 256;
+const REPLAY_BATCH: usize = crate::limits::REPLAY_PAGE;
 
 /// Everything a stream owns; all of it is released when the stream drops.
 pub(crate) struct StreamParts {
