@@ -105,6 +105,22 @@ impl Instance {
         self.account(log, seq);
     }
 
+    /// Appends `n` entries of `topic`, each arriving live.
+    fn arrive(&mut self, log: &mut Log, topic: &'static str, n: usize) {
+        for _ in 0..n {
+            let seq = log.append(topic);
+            self.receive(log, seq);
+        }
+    }
+
+    /// Probes `times` times, one interval apart, after `*now`.
+    fn probe_intervals(&mut self, log: &Log, now: &mut u64, times: usize) {
+        for _ in 0..times {
+            *now += EVERY;
+            self.probe(log, *now);
+        }
+    }
+
     /// A probe at `now`, and the walk if it asks for one.
     fn probe(&mut self, log: &Log, now: u64) {
         let Probe::Check {
@@ -298,15 +314,9 @@ fn past_its_budget_the_watch_still_finds_a_lost_tail() {
     let mut log = Log::default();
     let mut i = Instance::new(&["a", "b"], 0, 4);
     let mut now = 0;
-    for _ in 0..10 {
-        let seq = log.append("a");
-        i.receive(&log, seq);
-    }
+    i.arrive(&mut log, "a", 10);
     let lost = log.append("b");
-    for _ in 0..4 {
-        now += EVERY;
-        i.probe(&log, now);
-    }
+    i.probe_intervals(&log, &mut now, 4);
     assert_eq!(i.delivered.last(), Some(&lost));
     assert_eq!(i.fetched, 1);
     assert!(i.accounted(&log, 0));
@@ -322,15 +332,9 @@ fn past_its_budget_a_lost_tail_behind_other_topics_deliveries_is_announced() {
     let first_b = log.append("b");
     i.receive(&log, first_b);
     let lost = log.append("b"); // b's last one: never arrives
-    for _ in 0..100 {
-        let seq = log.append("a");
-        i.receive(&log, seq);
-    }
+    i.arrive(&mut log, "a", 100);
     let mut now = 0;
-    for _ in 0..4 {
-        now += EVERY;
-        i.probe(&log, now);
-    }
+    i.probe_intervals(&log, &mut now, 4);
     assert_eq!(i.announced, vec![lost]);
     assert_eq!(i.fetched, 1);
     assert_eq!(i.topic_walks, 1);
@@ -346,22 +350,13 @@ fn after_a_busy_interval_the_watch_walks_by_arrivals_again() {
     let mut log = Log::default();
     let mut i = Instance::new(&["a", "b"], 0, 4);
     let mut now = 0;
-    for _ in 0..10 {
-        let seq = log.append("a");
-        i.receive(&log, seq);
-    }
-    for _ in 0..3 {
-        now += EVERY;
-        i.probe(&log, now);
-    }
+    i.arrive(&mut log, "a", 10);
+    i.probe_intervals(&log, &mut now, 3);
     assert_eq!(i.topic_walks, 1);
     let lost = log.append("b");
     let later = log.append("a");
     i.receive(&log, later);
-    for _ in 0..3 {
-        now += EVERY;
-        i.probe(&log, now);
-    }
+    i.probe_intervals(&log, &mut now, 3);
     assert_eq!(i.topic_walks, 1, "quiet again: by arrivals");
     assert_eq!(i.announced, vec![lost]);
     assert!(i.accounted(&log, 0));
@@ -394,10 +389,7 @@ fn random_losses_are_all_accounted_for() {
             now += EVERY / 2;
             i.probe(&log, now);
         }
-        for _ in 0..4 {
-            now += EVERY;
-            i.probe(&log, now);
-        }
+        i.probe_intervals(&log, &mut now, 4);
         assert!(i.accounted(&log, 0), "seed {seed}, budget {budget}");
         let mut all: Vec<u64> = i.delivered.clone();
         all.sort();
@@ -425,10 +417,7 @@ fn spaced_checks_still_find_the_loss_later_and_do_fewer_walks() {
         now += EVERY;
         i.probe(&log, now);
     }
-    for _ in 0..8 {
-        now += EVERY;
-        i.probe(&log, now);
-    }
+    i.probe_intervals(&log, &mut now, 8);
     assert!(i.walks <= 6, "{} walks", i.walks);
     assert_eq!(i.delivered.last().copied(), lost);
     assert!(i.accounted(&log, 0));
