@@ -387,6 +387,13 @@ impl Follower {
         } = walked;
         self.health.loss_checks.fetch_add(1, Relaxed);
         self.check_cost = cost;
+        if self.rescan || self.disconnected {
+            // Live messages are held for a rescan that started while the
+            // walk ran: delivering what it found now could pass them. The
+            // rescan reads everything after the position; the range is
+            // checked again after it.
+            return;
+        }
         tracing::debug!(
             ?walk,
             after,
