@@ -154,6 +154,10 @@ pub struct Fed {
     pub delivered: usize,
     /// Times live streams were told `tidings.gap` (loss or new epoch).
     pub gaps: usize,
+    /// Streams woken to write what was delivered (the fan-out's cost: a
+    /// driver may pause its next read after a run that woke many, so that
+    /// each stream writes several messages per wake).
+    pub woken: usize,
     /// Set when the run stopped at an entry whose chain is broken: fetch
     /// the missing entries of its topic (`after + 1 ..= prev`), feed them,
     /// then feed the rest of the run again.
@@ -170,12 +174,19 @@ struct LogSide {
 impl LogSide {
     /// Wakes what `broker` collected since `defer_wakes`, after its lock
     /// is released.
-    fn wake_after<R: RawMutex>(&mut self, mut broker: lock_api::MutexGuard<'_, R, Broker<Frame>>) {
+    /// Wakes the streams the broker collected, after its lock; returns
+    /// how many.
+    fn wake_after<R: RawMutex>(
+        &mut self,
+        mut broker: lock_api::MutexGuard<'_, R, Broker<Frame>>,
+    ) -> usize {
         broker.take_wakes(&mut self.wakes);
         drop(broker);
+        let woken = self.wakes.len();
         for waker in self.wakes.drain(..) {
             waker.wake();
         }
+        woken
     }
 }
 
@@ -368,7 +379,7 @@ impl<R: RawMutex> Hub<R> {
                 }
                 Verdict::Missing { after, prev } => {
                     fed.missing = Some((index, after, prev));
-                    log.wake_after(broker);
+                    fed.woken = log.wake_after(broker);
                     return fed;
                 }
                 Verdict::AfterLoss { through } => {
@@ -389,7 +400,7 @@ impl<R: RawMutex> Hub<R> {
             }
             fed.consumed += 1;
         }
-        log.wake_after(broker);
+        fed.woken = log.wake_after(broker);
         fed
     }
 

@@ -540,3 +540,35 @@ fn a_hole_found_behind_the_position_tells_the_streams_of_that_topic() {
     hub.forget_chains(|t| t != &a);
     assert_eq!(hub.feed(&[entry(&a, &ma, 9, 8)], 0).delivered, 1);
 }
+
+/// A run of entries reports how many streams it woke: each waiting stream
+/// once, however many of the entries it got; a stream not waiting (or not
+/// matching) is not counted.
+#[test]
+fn a_fed_run_counts_the_streams_it_woke() {
+    let e = Epoch::from_random(5);
+    let hub = SyncHub::new(HubConfig::default(), e, 0);
+    let t = Topic::new("t:a").unwrap();
+    let m = Outgoing::new(t.clone(), EventType::MESSAGE, "1");
+    let mut waiting: Vec<_> = (0..3)
+        .map(|_| {
+            hub.subscribe(&[Pattern::new("t:>").unwrap()], Placement::Live, None)
+                .0
+        })
+        .collect();
+    let (_other, _) = hub.subscribe(&[Pattern::new("u").unwrap()], Placement::Live, None);
+    let (_not_polled, _) = hub.subscribe(&[Pattern::new("t:a").unwrap()], Placement::Live, None);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for sub in &mut waiting {
+        let mut got = Vec::new();
+        assert!(sub.poll_recv_many(&mut cx, &mut got, 10).is_pending());
+    }
+    let entry = |seq| LogEntry {
+        id: MessageId::new(e, seq),
+        chain: Chain::Log,
+        message: &m,
+        published_us: 0,
+    };
+    let fed = hub.feed(&[entry(1), entry(2)], 0);
+    assert_eq!((fed.delivered, fed.woken), (2, 3));
+}

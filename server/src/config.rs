@@ -118,6 +118,19 @@ pub struct ServeArgs {
     )]
     pub redis_entry_format: crate::engine::redis::EntryFormat,
 
+    /// Milliseconds the instance waits before reading the shared Redis
+    /// stream again after a read whose messages woke 32 or more streams (0:
+    /// read again at once). Under a busy fan-out the next read then takes
+    /// several messages together and each stream writes them in one go:
+    /// more deliveries a second for less CPU, at up to this much more
+    /// latency; a small fan-out or a quiet stream never waits.
+    #[arg(
+        long,
+        env = "TIDINGS_REDIS_READ_PAUSE_MS",
+        default_value_t = crate::engine::redis::DEFAULT_READ_PAUSE.as_millis() as u64
+    )]
+    pub redis_read_pause_ms: u64,
+
     /// How long a publish waits for Redis before it is answered 503 (cluster
     /// mode). The answer then says the message may have been published:
     /// retry with the same `Idempotency-Key`.

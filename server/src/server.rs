@@ -200,6 +200,7 @@ async fn redis_engine(args: &ServeArgs, url: &str) -> Result<Arc<dyn Engine>, St
     settings.stream_key = args.redis_stream_key.clone();
     settings.history = args.redis_history;
     settings.entry_format = args.redis_entry_format;
+    settings.read_pause = Duration::from_millis(args.redis_read_pause_ms);
     settings.publish_timeout = args.redis_publish_timeout;
     settings.idempotency_window = args.idempotency_window;
     let engine = Arc::new(RedisEngine::connect(settings, hub_config(args)).await?);

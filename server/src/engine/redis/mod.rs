@@ -104,6 +104,9 @@ pub struct RedisSettings {
     pub idempotency_window: Duration,
     /// How this instance writes entries (every form is read).
     pub entry_format: EntryFormat,
+    /// The pause after a read whose entries woke many streams, before the
+    /// next `XREAD` (zero: none). See `reader.rs`.
+    pub read_pause: Duration,
 }
 
 /// How an instance writes entries to the shared stream (see `entry.rs`).
@@ -132,6 +135,9 @@ impl EntryFormat {
     }
 }
 
+/// `--redis-read-pause-ms`: the pause after a read that woke many streams.
+pub const DEFAULT_READ_PAUSE: Duration = Duration::from_millis(1);
+
 impl RedisSettings {
     /// Defaults for `url`.
     pub fn new(url: impl Into<String>) -> Self {
@@ -144,6 +150,7 @@ impl RedisSettings {
             publish_timeout: Duration::from_secs(3),
             idempotency_window: Duration::from_secs(120),
             entry_format: EntryFormat::default(),
+            read_pause: DEFAULT_READ_PAUSE,
         }
     }
 }
@@ -374,7 +381,7 @@ impl RedisEngine {
             floor.unwrap_or(state.log.head),
         ));
         let health = Arc::new(Health::default());
-        reader::feed(&hub, &health, &entries);
+        let _ = reader::feed(&hub, &health, &entries);
         tracing::info!(
             redis = %addr,
             stream = %settings.stream_key,

