@@ -30,8 +30,8 @@ use crate::engine::{Hub, clock};
 /// stream, so the next read takes several together and each stream writes
 /// them in one wake, where it would otherwise wake for each one or two.
 /// Measured in the load bench (Redis, 1 message per POST, 16 in flight,
-/// 1 ms): burst-1 (100 streams a message) +30-55 % deliveries/s at 30 %
-/// less server CPU per delivery, topics-1 +10-18 %; p50 +1.2-1.7 ms. A
+/// 1 ms): burst-1 (100 streams a message) +32-56 % deliveries/s at 27-38 %
+/// less server CPU per delivery, topics-1 +11-18 %; p50 +1.0-1.7 ms. A
 /// read that woke fewer streams (small fan-out, a quiet stream) is
 /// followed by the next at once.
 const PAUSE_AFTER_WOKEN: usize = 32;
