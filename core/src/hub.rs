@@ -154,9 +154,13 @@ pub struct Fed {
     pub delivered: usize,
     /// Times live streams were told `tidings.gap` (loss or new epoch).
     pub gaps: usize,
-    /// Streams woken to write what was delivered (the fan-out's cost: a
-    /// driver may pause its next read after a run that woke many, so that
-    /// each stream writes several messages per wake).
+    /// Messages put in streams' queues: each delivered entry counts once
+    /// per stream it was queued for (the fan-out's cost: a driver may
+    /// pause its next read after a run that queued many, so that each
+    /// stream writes several messages per wake).
+    pub queued: usize,
+    /// Streams woken to write what was delivered (a stream that still held
+    /// messages was woken for them already and is not counted).
     pub woken: usize,
     /// Set when the run stopped at an entry whose chain is broken: fetch
     /// the missing entries of its topic (`after + 1 ..= prev`), feed them,
@@ -392,11 +396,11 @@ impl<R: RawMutex> Hub<R> {
                 }
             }
             let message = entry.message;
-            if broker
-                .publish_at(entry.id, message.topic.clone(), frame, message.exclude)
-                .is_ok()
+            if let Ok(published) =
+                broker.publish_at(entry.id, message.topic.clone(), frame, message.exclude)
             {
                 fed.delivered += 1;
+                fed.queued += published.delivered;
             }
             fed.consumed += 1;
         }

@@ -541,11 +541,12 @@ fn a_hole_found_behind_the_position_tells_the_streams_of_that_topic() {
     assert_eq!(hub.feed(&[entry(&a, &ma, 9, 8)], 0).delivered, 1);
 }
 
-/// A run of entries reports how many streams it woke: each waiting stream
+/// A run of entries reports how many messages it queued (each entry once
+/// per matching stream) and how many streams it woke: each waiting stream
 /// once, however many of the entries it got; a stream not waiting (or not
-/// matching) is not counted.
+/// matching) is not counted as woken.
 #[test]
-fn a_fed_run_counts_the_streams_it_woke() {
+fn a_fed_run_counts_what_it_queued_and_the_streams_it_woke() {
     let e = Epoch::from_random(5);
     let hub = SyncHub::new(HubConfig::default(), e, 0);
     let t = Topic::new("t:a").unwrap();
@@ -570,5 +571,6 @@ fn a_fed_run_counts_the_streams_it_woke() {
         published_us: 0,
     };
     let fed = hub.feed(&[entry(1), entry(2)], 0);
-    assert_eq!((fed.delivered, fed.woken), (2, 3));
+    // Queued for the three waiting and the one never polled, twice.
+    assert_eq!((fed.delivered, fed.queued, fed.woken), (2, 8, 3));
 }

@@ -119,9 +119,10 @@ pub struct ServeArgs {
     pub redis_entry_format: crate::engine::redis::EntryFormat,
 
     /// Milliseconds the instance waits before reading the shared Redis
-    /// stream again after a read whose messages woke 32 or more streams (0:
-    /// read again at once). Under a busy fan-out the next read then takes
-    /// several messages together and each stream writes them in one go:
+    /// stream again after a read whose messages went to 32 or more streams
+    /// (each message counted once per stream; 0: read again at once).
+    /// Under a busy fan-out the next read then takes several messages
+    /// together and each stream writes them in one go:
     /// more deliveries a second for less CPU, at up to this much more
     /// latency; a small fan-out or a quiet stream never waits.
     #[arg(

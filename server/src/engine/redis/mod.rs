@@ -104,7 +104,7 @@ pub struct RedisSettings {
     pub idempotency_window: Duration,
     /// How this instance writes entries (every form is read).
     pub entry_format: EntryFormat,
-    /// The pause after a read whose entries woke many streams, before the
+    /// The pause after a read whose entries went to many streams, before the
     /// next `XREAD` (zero: none). See `reader.rs`.
     pub read_pause: Duration,
 }
@@ -135,7 +135,8 @@ impl EntryFormat {
     }
 }
 
-/// `--redis-read-pause-ms`: the pause after a read that woke many streams.
+/// `--redis-read-pause-ms`: the pause after a read that went to many
+/// streams.
 pub const DEFAULT_READ_PAUSE: Duration = Duration::from_millis(1);
 
 impl RedisSettings {

@@ -24,7 +24,8 @@ use super::{
 };
 use crate::engine::{Hub, clock};
 
-/// A read whose entries woke at least this many streams is followed by
+/// A read whose entries were queued for at least this many streams (each
+/// entry counted once per stream) is followed by
 /// the settings' `read_pause` before the next `XREAD`: meanwhile the
 /// streams write what they were given and publishes pile up in the
 /// stream, so the next read takes several together and each stream writes
@@ -32,9 +33,12 @@ use crate::engine::{Hub, clock};
 /// Measured in the load bench (Redis, 1 message per POST, 16 in flight,
 /// 1 ms): burst-1 (100 streams a message) +32-56 % deliveries/s at 27-38 %
 /// less server CPU per delivery, topics-1 +11-18 %; p50 +1.0-1.7 ms. A
-/// read that woke fewer streams (small fan-out, a quiet stream) is
-/// followed by the next at once.
-const PAUSE_AFTER_WOKEN: usize = 32;
+/// read that went to fewer (small fan-out, a quiet stream) is followed by
+/// the next at once. Counted per message and stream, not per stream woken:
+/// a stream still writing the last read's messages is not woken again, so
+/// under a backlog a count of woken streams could fall short and the reader
+/// would go back to reading one or two entries at a time.
+const PAUSE_AFTER_QUEUED: usize = 32;
 
 /// Whether Redis answers, as last seen by the reader, the prober or a
 /// publish, and counters for metrics.
@@ -157,11 +161,11 @@ impl Reader {
                     Ok(reply) => match self.feed(&reply).inspect(|_| {
                         self.health.polls.fetch_add(1, Relaxed);
                     }) {
-                        Ok(Some((read_to, woken))) => {
+                        Ok(Some((read_to, queued))) => {
                             cursor = read_to;
                             backoff.next = Backoff::FIRST;
                             let pause = self.settings.read_pause;
-                            if woken >= PAUSE_AFTER_WOKEN && !pause.is_zero() {
+                            if queued >= PAUSE_AFTER_QUEUED && !pause.is_zero() {
                                 tokio::select! {
                                     _ = stop.cancelled() => return,
                                     _ = tokio::time::sleep(pause) => {}
@@ -262,7 +266,7 @@ impl Reader {
     }
 
     /// Feeds a reply's entries in order; returns the new cursor, if any,
-    /// and how many streams they woke.
+    /// and how many messages it queued for streams.
     fn feed(&self, reply: &Value) -> Result<Option<(StreamId, usize)>, BadReply> {
         let entries = parse_xread(reply, &self.settings.stream_key)?;
         let Some(last) = entries.last() else {
@@ -270,13 +274,13 @@ impl Reader {
         };
         let read_to = last.stream_id().to_owned();
         self.health.read.fetch_add(entries.len() as u64, Relaxed);
-        let woken = feed(&self.hub, &self.health, &entries);
-        Ok(Some((read_to, woken)))
+        let queued = feed(&self.hub, &self.health, &entries);
+        Ok(Some((read_to, queued)))
     }
 }
 
 /// Feeds entries to the hub (skipping and logging foreign ones); returns
-/// how many streams they woke.
+/// how many messages they queued for streams (one per entry and stream).
 pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) -> usize {
     let mut log_entries = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -305,5 +309,5 @@ pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) -> usize {
             "entries were lost before this instance read them (trimmed under the reader, or a new epoch): its streams were told with tidings.gap"
         );
     }
-    fed.woken
+    fed.queued
 }
