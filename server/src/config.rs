@@ -201,6 +201,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
+    /// A live stream written less than this long ago waits until then
+    /// before its next write, and sends what arrived meanwhile together:
+    /// fewer writes (less CPU) under a busy fan-out, for up to this much
+    /// more latency. A stream quiet for longer writes at once (0: off).
+    #[arg(long, env = "TIDINGS_WRITE_DELAY", default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub write_delay: Duration,
+
     /// Largest publish body in bytes (413 above).
     #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

@@ -1,5 +1,5 @@
 //! `GET /events` over real HTTP: headers, preface, matching, resume, gap,
-//! exclude, heartbeats and shutdown.
+//! exclude, heartbeats, the write delay and shutdown.
 
 mod support;
 
@@ -227,6 +227,46 @@ async fn idle_streams_get_heartbeat_comments() {
         }
     })
     .await;
+}
+
+/// `--write-delay`: what reaches a stream less than the delay after its
+/// last write waits for the rest of the delay and goes out in one write;
+/// a stream quiet for longer writes at once.
+#[tokio::test]
+async fn a_write_delay_joins_what_follows_a_write_and_spares_quiet_streams() {
+    use std::time::{Duration, Instant};
+    let delay = Duration::from_millis(400);
+    let t = start_with(|a| a.write_delay = delay).await;
+    let mut s = t.subscribe(&["demo:d"]).await.unwrap();
+    s.connected().await;
+    // The preface was a write: let the stream be quiet for longer.
+    tokio::time::sleep(delay + Duration::from_millis(50)).await;
+    let sent = Instant::now();
+    t.publish_one("demo:d", json!(1)).await;
+    assert_eq!(data(&s.event().await), json!(1));
+    assert!(
+        sent.elapsed() < delay / 2,
+        "a quiet stream writes at once, took {:?}",
+        sent.elapsed()
+    );
+    let written = Instant::now();
+    t.publish_one("demo:d", json!(2)).await;
+    t.publish_one("demo:d", json!(3)).await;
+    let before = s.raw.len();
+    assert!(s.read_chunk().await, "stream ended");
+    let waited = written.elapsed();
+    // The first write went out before the client read it: allow that.
+    assert!(
+        waited >= delay - Duration::from_millis(60),
+        "the next write came {waited:?} after the last, before the delay"
+    );
+    let chunk = String::from_utf8_lossy(&s.raw[before..]).into_owned();
+    assert!(
+        chunk.contains("data: 2\n") && chunk.contains("data: 3\n"),
+        "both messages in one write: {chunk:?}"
+    );
+    assert_eq!(data(&s.event().await), json!(2));
+    assert_eq!(data(&s.event().await), json!(3));
 }
 
 #[tokio::test]

@@ -217,6 +217,7 @@ pub(super) async fn subscribe(
         _permit: permit,
         replay,
         replay_feed: opened.replay_feed,
+        write_delay: settings.write_delay,
         slot: state
             .watchdog
             .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),

@@ -44,6 +44,8 @@ pub struct Settings {
     pub retry_ms: u64,
     /// `retry:` sent just before closing streams on shutdown (ms).
     pub shutdown_retry_ms: u64,
+    /// Least time between two writes of a live stream (zero: none).
+    pub write_delay: std::time::Duration,
     /// Largest publish body.
     pub max_body_bytes: usize,
     /// Most messages per publish.

@@ -29,6 +29,11 @@ use crate::{
 /// Most messages taken from the subscription per chunk.
 const DRAIN_BATCH: usize = 64;
 
+/// Most messages per chunk with a write delay: all that waited (the
+/// subscription's queue bounds them in count and bytes). At 64 a stream
+/// written every 20 ms could not take more than 3,200 messages a second.
+const DELAYED_DRAIN_BATCH: usize = usize::MAX;
+
 /// Most messages per chunk while replaying history: finding a page costs
 /// about the same whatever its length (a look at each matched topic), so
 /// replay pages are larger. The queue's byte bound still caps each page.
@@ -53,6 +58,8 @@ pub(crate) struct StreamParts {
     /// The rest of a long replay from the engine's log, sent before
     /// anything from `subscription`.
     pub replay_feed: Option<ReplayFeed>,
+    /// Least time between two writes once live (`--write-delay`).
+    pub write_delay: Duration,
     pub slot: SlotGuard,
     /// Keeps the stream listed in presence; dropping it tells the leave.
     pub _presence: Option<PresenceGuard>,
@@ -66,8 +73,12 @@ pub(crate) struct EventStream {
     preface: Option<Bytes>,
     batch: Vec<SharedMessage<Frame>>,
     pieces: Vec<Bytes>,
-    /// Armed while a replay waits for the server-wide replay pace.
-    pace_wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Armed while a replay waits for the server-wide replay pace, or a
+    /// live stream for its write delay.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the last chunk was handed out (µs, [`clock::now_us`]); kept
+    /// only with a write delay.
+    last_chunk_us: u64,
     ending: Option<DropReason>,
     finished: bool,
 }
@@ -85,7 +96,8 @@ impl EventStream {
             // Grown on first use: idle streams keep no buffers.
             batch: Vec::new(),
             pieces: Vec::new(),
-            pace_wait: None,
+            wait: None,
+            last_chunk_us: 0,
             ending: None,
             finished: false,
         }
@@ -116,6 +128,19 @@ impl Stream for EventStream {
             return Poll::Ready(Some(Ok(chunk)));
         }
 
+        // A live stream written to less than the write delay ago waits for
+        // the rest of it; what arrives meanwhile stays in the subscription
+        // (bounded and counted there) and goes out in one write.
+        let delay = this.parts.write_delay;
+        let live = this.parts.replay.is_none() && this.parts.replay_feed.is_none();
+        if !delay.is_zero() && live && this.last_chunk_us != 0 {
+            let since = Duration::from_micros(clock::now_us().saturating_sub(this.last_chunk_us));
+            if since < delay {
+                wait_for(&mut this.wait, delay - since, cx);
+                return Poll::Pending;
+            }
+        }
+
         let pieces = &mut this.pieces;
         pieces.clear();
         if let Some(preface) = this.preface.take() {
@@ -141,7 +166,7 @@ impl Stream for EventStream {
                         Some(page)
                     }
                     Err(wait) => {
-                        wait_for_pace(&mut this.pace_wait, wait, cx);
+                        wait_for(&mut this.wait, wait, cx);
                         Some(Poll::Pending)
                     }
                 }
@@ -168,11 +193,12 @@ impl Stream for EventStream {
         // messages are never paced.
         let limit = match &this.parts.replay {
             _ if feeding => 0,
-            None => DRAIN_BATCH,
+            None if delay.is_zero() => DRAIN_BATCH,
+            None => DELAYED_DRAIN_BATCH,
             Some(replay) => match replay.pace().take(pace_clock(), REPLAY_BATCH) {
                 Ok(granted) => granted,
                 Err(wait) => {
-                    wait_for_pace(&mut this.pace_wait, wait, cx);
+                    wait_for(&mut this.wait, wait, cx);
                     0
                 }
             },
@@ -232,6 +258,9 @@ impl Stream for EventStream {
             }
         };
         slot.wrote.store(true, Relaxed);
+        if !delay.is_zero() {
+            this.last_chunk_us = clock::now_us().max(1);
+        }
         Poll::Ready(Some(Ok(chunk)))
     }
 }
@@ -241,8 +270,9 @@ fn pace_clock() -> Duration {
     Duration::from_micros(clock::now_us())
 }
 
-/// Arms `sleep` to wake the stream in `wait` (the pace's refill time).
-fn wait_for_pace(
+/// Arms `sleep` to wake the stream in `wait` (the pace's refill time, or
+/// what is left of the write delay).
+fn wait_for(
     sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
     wait: Duration,
     cx: &mut Context<'_>,
