@@ -208,6 +208,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_WRITE_DELAY", default_value = "0ms", value_parser = humantime::parse_duration)]
     pub write_delay: Duration,
 
+    /// Without --write-delay: a live stream whose last write carried two
+    /// or more messages (it is behind, or its topics are busy) waits until
+    /// this long after that write before the next, and sends what arrived
+    /// meanwhile together. A stream whose writes carry one message each
+    /// never waits (0: off).
+    #[arg(long, env = "TIDINGS_BUSY_WRITE_DELAY", default_value = "1ms", value_parser = humantime::parse_duration)]
+    pub busy_write_delay: Duration,
+
     /// Largest publish body in bytes (413 above).
     #[arg(long, env = "TIDINGS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

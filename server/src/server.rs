@@ -256,6 +256,7 @@ pub async fn start_with_engine(
         retry_ms: args.retry_ms,
         shutdown_retry_ms: SHUTDOWN_RETRY_MS.min(args.retry_ms),
         write_delay: args.write_delay,
+        busy_write_delay: args.busy_write_delay,
         max_body_bytes: args.max_body_bytes,
         max_batch: args.max_batch,
         max_topics: args.max_topics,

@@ -1,5 +1,5 @@
 //! `GET /events` over real HTTP: headers, preface, matching, resume, gap,
-//! exclude, heartbeats, the write delay and shutdown.
+//! exclude, heartbeats, the write delays and shutdown.
 
 mod support;
 
@@ -267,6 +267,47 @@ async fn a_write_delay_joins_what_follows_a_write_and_spares_quiet_streams() {
     );
     assert_eq!(data(&s.event().await), json!(2));
     assert_eq!(data(&s.event().await), json!(3));
+}
+
+/// `--busy-write-delay`: without a write delay, a busy stream (its last
+/// two writes less than twice the delay apart) waits that long after a
+/// write before the next; a stream written after a quiet spell, or whose
+/// writes are far apart, writes at once.
+#[tokio::test]
+async fn a_busy_stream_waits_after_its_last_write_and_a_calm_one_does_not() {
+    use std::time::{Duration, Instant};
+    let delay = Duration::from_millis(400);
+    let t = start_with(|a| a.busy_write_delay = delay).await;
+    let mut s = t.subscribe(&["demo:b"]).await.unwrap();
+    s.connected().await;
+    // Right after the preface: its second write, not delayed.
+    let sent = Instant::now();
+    t.publish_one("demo:b", json!(1)).await;
+    assert_eq!(data(&s.event().await), json!(1));
+    assert!(sent.elapsed() < delay / 2, "took {:?}", sent.elapsed());
+    // Two writes close together: the third waits out the delay.
+    let written = Instant::now();
+    t.publish_one("demo:b", json!(2)).await;
+    assert_eq!(data(&s.event().await), json!(2));
+    let waited = written.elapsed();
+    // The write before went out before the client read it: allow that.
+    assert!(
+        waited >= delay - Duration::from_millis(60),
+        "a busy stream wrote again {waited:?} after its last write"
+    );
+    // Quiet for longer than twice the delay: the next write goes at once,
+    // and so does the one after it (the two before it were far apart).
+    tokio::time::sleep(2 * delay + Duration::from_millis(100)).await;
+    for n in [3, 4] {
+        let sent = Instant::now();
+        t.publish_one("demo:b", json!(n)).await;
+        assert_eq!(data(&s.event().await), json!(n));
+        assert!(
+            sent.elapsed() < delay / 2,
+            "message {n} of a calm stream waited {:?}",
+            sent.elapsed()
+        );
+    }
 }
 
 #[tokio::test]

@@ -218,6 +218,7 @@ pub(super) async fn subscribe(
         replay,
         replay_feed: opened.replay_feed,
         write_delay: settings.write_delay,
+        busy_write_delay: settings.busy_write_delay,
         slot: state
             .watchdog
             .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),

@@ -46,6 +46,9 @@ pub struct Settings {
     pub shutdown_retry_ms: u64,
     /// Least time between two writes of a live stream (zero: none).
     pub write_delay: std::time::Duration,
+    /// Without a write delay: least time after a write that carried
+    /// several messages (zero: none).
+    pub busy_write_delay: std::time::Duration,
     /// Largest publish body.
     pub max_body_bytes: usize,
     /// Most messages per publish.

@@ -60,6 +60,9 @@ pub(crate) struct StreamParts {
     pub replay_feed: Option<ReplayFeed>,
     /// Least time between two writes once live (`--write-delay`).
     pub write_delay: Duration,
+    /// Least time after a write that carried several messages, when
+    /// `write_delay` is zero (`--busy-write-delay`).
+    pub busy_write_delay: Duration,
     pub slot: SlotGuard,
     /// Keeps the stream listed in presence; dropping it tells the leave.
     pub _presence: Option<PresenceGuard>,
@@ -77,8 +80,10 @@ pub(crate) struct EventStream {
     /// live stream for its write delay.
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
     /// When the last chunk was handed out (µs, [`clock::now_us`]); kept
-    /// only with a write delay.
+    /// only with a write delay or a busy write delay.
     last_chunk_us: u64,
+    /// Microseconds between the last two chunks (`u64::MAX` before two).
+    last_gap_us: u64,
     ending: Option<DropReason>,
     finished: bool,
 }
@@ -98,6 +103,7 @@ impl EventStream {
             pieces: Vec::new(),
             wait: None,
             last_chunk_us: 0,
+            last_gap_us: u64::MAX,
             ending: None,
             finished: false,
         }
@@ -130,8 +136,14 @@ impl Stream for EventStream {
 
         // A live stream written to less than the write delay ago waits for
         // the rest of it; what arrives meanwhile stays in the subscription
-        // (bounded and counted there) and goes out in one write.
-        let delay = this.parts.write_delay;
+        // (bounded and counted there) and goes out in one write. Without
+        // one, a busy stream (its last two writes less than twice the busy
+        // delay apart) waits the busy delay.
+        let busy = this.parts.busy_write_delay;
+        let delay = match this.parts.write_delay {
+            none if none.is_zero() && this.last_gap_us < 2 * busy.as_micros() as u64 => busy,
+            delay => delay,
+        };
         let live = this.parts.replay.is_none() && this.parts.replay_feed.is_none();
         if !delay.is_zero() && live && this.last_chunk_us != 0 {
             let since = Duration::from_micros(clock::now_us().saturating_sub(this.last_chunk_us));
@@ -258,8 +270,12 @@ impl Stream for EventStream {
             }
         };
         slot.wrote.store(true, Relaxed);
-        if !delay.is_zero() {
-            this.last_chunk_us = clock::now_us().max(1);
+        if !delay.is_zero() || !busy.is_zero() {
+            let now = clock::now_us().max(1);
+            if this.last_chunk_us != 0 {
+                this.last_gap_us = now.saturating_sub(this.last_chunk_us);
+            }
+            this.last_chunk_us = now;
         }
         Poll::Ready(Some(Ok(chunk)))
     }
