@@ -229,6 +229,15 @@ async fn idle_streams_get_heartbeat_comments() {
     .await;
 }
 
+/// Publishes `n` on `topic`, reads it from `s` (its next event) and
+/// returns how long that took from before the publish.
+async fn time_one(t: &TestServer, s: &mut SseStream, topic: &str, n: i32) -> std::time::Duration {
+    let sent = std::time::Instant::now();
+    t.publish_one(topic, json!(n)).await;
+    assert_eq!(data(&s.event().await), json!(n));
+    sent.elapsed()
+}
+
 /// `--write-delay`: what reaches a stream less than the delay after its
 /// last write waits for the rest of the delay and goes out in one write;
 /// a stream quiet for longer writes at once.
@@ -241,13 +250,10 @@ async fn a_write_delay_joins_what_follows_a_write_and_spares_quiet_streams() {
     s.connected().await;
     // The preface was a write: let the stream be quiet for longer.
     tokio::time::sleep(delay + Duration::from_millis(50)).await;
-    let sent = Instant::now();
-    t.publish_one("demo:d", json!(1)).await;
-    assert_eq!(data(&s.event().await), json!(1));
+    let took = time_one(&t, &mut s, "demo:d", 1).await;
     assert!(
-        sent.elapsed() < delay / 2,
-        "a quiet stream writes at once, took {:?}",
-        sent.elapsed()
+        took < delay / 2,
+        "a quiet stream writes at once, took {took:?}"
     );
     let written = Instant::now();
     t.publish_one("demo:d", json!(2)).await;
@@ -275,21 +281,16 @@ async fn a_write_delay_joins_what_follows_a_write_and_spares_quiet_streams() {
 /// writes are far apart, writes at once.
 #[tokio::test]
 async fn a_busy_stream_waits_after_its_last_write_and_a_calm_one_does_not() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let delay = Duration::from_millis(400);
     let t = start_with(|a| a.busy_write_delay = delay).await;
     let mut s = t.subscribe(&["demo:b"]).await.unwrap();
     s.connected().await;
     // Right after the preface: its second write, not delayed.
-    let sent = Instant::now();
-    t.publish_one("demo:b", json!(1)).await;
-    assert_eq!(data(&s.event().await), json!(1));
-    assert!(sent.elapsed() < delay / 2, "took {:?}", sent.elapsed());
+    let took = time_one(&t, &mut s, "demo:b", 1).await;
+    assert!(took < delay / 2, "took {took:?}");
     // Two writes close together: the third waits out the delay.
-    let written = Instant::now();
-    t.publish_one("demo:b", json!(2)).await;
-    assert_eq!(data(&s.event().await), json!(2));
-    let waited = written.elapsed();
+    let waited = time_one(&t, &mut s, "demo:b", 2).await;
     // The write before went out before the client read it: allow that.
     assert!(
         waited >= delay - Duration::from_millis(60),
@@ -299,13 +300,10 @@ async fn a_busy_stream_waits_after_its_last_write_and_a_calm_one_does_not() {
     // and so does the one after it (the two before it were far apart).
     tokio::time::sleep(2 * delay + Duration::from_millis(100)).await;
     for n in [3, 4] {
-        let sent = Instant::now();
-        t.publish_one("demo:b", json!(n)).await;
-        assert_eq!(data(&s.event().await), json!(n));
+        let took = time_one(&t, &mut s, "demo:b", n).await;
         assert!(
-            sent.elapsed() < delay / 2,
-            "message {n} of a calm stream waited {:?}",
-            sent.elapsed()
+            took < delay / 2,
+            "message {n} of a calm stream waited {took:?}"
         );
     }
 }
