@@ -171,26 +171,23 @@ pub struct Fed {
 struct LogSide {
     follower: Follower,
     keys: IdempotencyWindow,
-    /// Wakers collected under the broker's lock, woken after it (reused).
-    wakes: Vec<Waker>,
 }
 
-impl LogSide {
-    /// Wakes what `broker` collected since `defer_wakes`, after its lock
-    /// is released.
-    /// Wakes the streams the broker collected, after its lock; returns
-    /// how many.
-    fn wake_after<R: RawMutex>(
-        &mut self,
-        mut broker: lock_api::MutexGuard<'_, R, Broker<Frame>>,
-    ) -> usize {
-        broker.take_wakes(&mut self.wakes);
-        drop(broker);
-        let woken = self.wakes.len();
-        for waker in self.wakes.drain(..) {
-            waker.wake();
-        }
-        woken
+/// Moves the wakers `broker` collected since `defer_wakes` to `wakes` and
+/// releases its lock; returns how many it moved.
+fn take_wakes<R: RawMutex>(
+    mut broker: lock_api::MutexGuard<'_, R, Broker<Frame>>,
+    wakes: &mut Vec<Waker>,
+) -> usize {
+    let before = wakes.len();
+    broker.take_wakes(wakes);
+    wakes.len() - before
+}
+
+/// Wakes `wakes`, emptying it.
+fn wake_all(wakes: &mut Vec<Waker>) {
+    for waker in wakes.drain(..) {
+        waker.wake();
     }
 }
 
@@ -221,7 +218,6 @@ impl<R: RawMutex> Hub<R> {
                     config.idempotency_window_us,
                     config.idempotency_max_keys,
                 ),
-                wakes: Vec::new(),
             }),
         }
     }
@@ -271,6 +267,34 @@ impl<R: RawMutex> Hub<R> {
     /// is answered with the original id and not delivered again; a key
     /// reused for a different message refuses the whole batch.
     pub fn publish(&self, batch: &[Outgoing], now_us: u64) -> Result<Vec<Accepted>, KeyReused> {
+        let mut wakes = Vec::new();
+        let accepted = self.publish_deferred(batch, now_us, &mut wakes);
+        wake_all(&mut wakes);
+        accepted
+    }
+
+    /// [`publish`](Self::publish), but the streams to wake are appended to
+    /// `wakes` instead of woken: the caller wakes them once it holds no
+    /// lock the wakers may need (nothing of the hub's is held by then). A
+    /// server whose wakers write to their stream's socket at once wakes
+    /// them here, on the publisher's thread.
+    ///
+    /// ```
+    /// # use tidings_core::{broker::Placement, hub::{HubConfig, SyncHub}, message::{Epoch, EventType, Outgoing}, topic::{Pattern, Topic}};
+    /// # let hub = SyncHub::new(HubConfig::default(), Epoch::from_random(9), 0);
+    /// # let (_stream, _) = hub.subscribe(&[Pattern::new("news:>")?], Placement::Live, None);
+    /// let mut wakes = Vec::new();
+    /// let message = Outgoing::new(Topic::new("news:eu")?, EventType::MESSAGE, "1");
+    /// hub.publish_deferred(&[message], 0, &mut wakes)?;
+    /// wakes.drain(..).for_each(|waker| waker.wake());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_deferred(
+        &self,
+        batch: &[Outgoing],
+        now_us: u64,
+        wakes: &mut Vec<Waker>,
+    ) -> Result<Vec<Accepted>, KeyReused> {
         let mut log = self.log.lock();
         let mut repeats = Vec::new();
         for (index, message) in batch.iter().enumerate() {
@@ -341,7 +365,7 @@ impl<R: RawMutex> Hub<R> {
             let published = broker.publish(message.topic.clone(), frame, message.exclude);
             debug_assert_eq!(published.id, out[index].id);
         }
-        log.wake_after(broker);
+        take_wakes(broker, wakes);
         for (message, accepted) in batch.iter().zip(&out) {
             if let (Some(key), false) = (&message.idempotency_key, accepted.repeat) {
                 log.keys.remember(
@@ -362,6 +386,20 @@ impl<R: RawMutex> Hub<R> {
     /// a new epoch). Stops at an entry whose chain is broken (see
     /// [`Fed::missing`]).
     pub fn feed(&self, entries: &[LogEntry<'_>], now_us: u64) -> Fed {
+        let mut wakes = Vec::new();
+        let fed = self.feed_deferred(entries, now_us, &mut wakes);
+        wake_all(&mut wakes);
+        fed
+    }
+
+    /// [`feed`](Self::feed), but the streams to wake are appended to
+    /// `wakes` instead of woken (see [`publish_deferred`](Self::publish_deferred)).
+    pub fn feed_deferred(
+        &self,
+        entries: &[LogEntry<'_>],
+        now_us: u64,
+        wakes: &mut Vec<Waker>,
+    ) -> Fed {
         // Encode before locking: duplicates are rare, locks are shared.
         let frames: Vec<Frame> = entries
             .iter()
@@ -383,7 +421,7 @@ impl<R: RawMutex> Hub<R> {
                 }
                 Verdict::Missing { after, prev } => {
                     fed.missing = Some((index, after, prev));
-                    fed.woken = log.wake_after(broker);
+                    fed.woken = take_wakes(broker, wakes);
                     return fed;
                 }
                 Verdict::AfterLoss { through } => {
@@ -404,7 +442,7 @@ impl<R: RawMutex> Hub<R> {
             }
             fed.consumed += 1;
         }
-        fed.woken = log.wake_after(broker);
+        fed.woken = take_wakes(broker, wakes);
         fed
     }
 

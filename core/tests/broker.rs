@@ -429,6 +429,51 @@ fn a_waiting_subscription_is_woken_once_per_batch() {
 }
 
 #[test]
+fn recv_then_listen_listens_only_once_the_queue_is_empty() {
+    let broker = SyncBroker::new(Broker::<u64>::new(BrokerConfig::default(), EPOCH, 0));
+    let (mut sub, _) = broker.subscribe(&[p("a")], Placement::Live, None);
+    let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    let waker = Waker::from(counter.clone());
+    let mut out = Vec::new();
+    for i in 0..3 {
+        broker.publish(t("a"), i, None);
+    }
+    // Two of three: more wait, so nothing listens.
+    assert_eq!(
+        sub.recv_many_then_listen(&waker, &mut out, 2),
+        Ok((2, false))
+    );
+    broker.publish(t("a"), 3, None);
+    assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+    // The rest, in the same lock as the listening: the next one wakes.
+    assert_eq!(
+        sub.recv_many_then_listen(&waker, &mut out, 8),
+        Ok((2, true))
+    );
+    assert_eq!(
+        out.iter().map(|m| *m.payload()).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    broker.publish(t("a"), 4, None);
+    assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+    // Nothing waiting: it listens and moves nothing.
+    out.clear();
+    assert_eq!(
+        sub.recv_many_then_listen(&waker, &mut out, 8),
+        Ok((1, true))
+    );
+    assert_eq!(
+        sub.recv_many_then_listen(&waker, &mut out, 8),
+        Ok((0, true))
+    );
+    sub.close();
+    assert_eq!(
+        sub.recv_many_then_listen(&waker, &mut out, 8),
+        Err(RecvError::Closed)
+    );
+}
+
+#[test]
 fn resume_while_publishers_race_has_no_gap_and_no_duplicate() {
     // Publishers run on other threads while subscribers resume from ids
     // they saw; each subscriber must see a contiguous run of values.

@@ -5,7 +5,7 @@ use core::{
     fmt,
     future::Future,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use lock_api::{Mutex, MutexGuard, RawMutex};
@@ -186,6 +186,46 @@ impl<M, R: RawMutex> Subscription<M, R> {
             Drain::Lagged => Poll::Ready(Err(RecvError::Lagged)),
             Drain::Closed => Poll::Ready(Err(RecvError::Closed)),
         }
+    }
+
+    /// Moves up to `max` waiting messages into `out` and, when none is left
+    /// waiting, leaves `waker` to be woken by the next one, under one lock
+    /// (where [`poll_recv_many`](Self::poll_recv_many) takes a second call
+    /// to register). Returns how many it moved and whether `waker` is left.
+    ///
+    /// ```
+    /// # use tidings_core::broker::{Broker, BrokerConfig, Placement, SyncBroker};
+    /// # use tidings_core::message::Epoch;
+    /// # use tidings_core::topic::{Pattern, Topic};
+    /// # let broker = SyncBroker::new(Broker::new(BrokerConfig::default(), Epoch::from_random(1), 0));
+    /// let (mut sub, _) = broker.subscribe(&[Pattern::new("news:>")?], Placement::Live, None);
+    /// broker.publish(Topic::new("news:eu")?, "hello", None);
+    /// let mut got = Vec::new();
+    /// let waker = std::task::Waker::noop();
+    /// assert_eq!(sub.recv_many_then_listen(waker, &mut got, 8), Ok((1, true)));
+    /// # Ok::<(), tidings_core::topic::TopicError>(())
+    /// ```
+    pub fn recv_many_then_listen(
+        &mut self,
+        waker: &Waker,
+        out: &mut Vec<SharedMessage<M>>,
+        max: usize,
+    ) -> Result<(usize, bool), RecvError> {
+        if !self.open {
+            return Err(RecvError::Closed);
+        }
+        let mut broker = self.broker.inner.lock();
+        let moved = match broker.drain(self.id, out, max) {
+            Drain::Ready(n) => n,
+            Drain::Empty => 0,
+            Drain::Lagged => return Err(RecvError::Lagged),
+            Drain::Closed => return Err(RecvError::Closed),
+        };
+        let listening = broker.pending(self.id) == 0 && !broker.is_replaying(self.id);
+        if listening {
+            broker.register_waker(self.id, waker);
+        }
+        Ok((moved, listening))
     }
 
     /// Waits for messages and moves up to `max` of them into `out`.
