@@ -290,11 +290,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
 
-    /// Who writes HTTP/1.1 event streams: `lean` (default) writes them
-    /// straight to the socket after the response head, keeping no
-    /// per-connection buffers while a stream is open; `hyper` leaves them
-    /// to hyper like every other response (for comparison).
-    #[arg(long, env = "TIDINGS_STREAM_WRITER", value_enum, default_value_t = StreamWriter::Lean)]
+    /// Who writes HTTP/1.1 event streams: `direct` (default) is `lean`,
+    /// and on a cleartext socket a stream waiting for its next message is
+    /// written by the publisher itself, without waking the stream's task;
+    /// `lean` writes them straight to the socket after the response head,
+    /// keeping no per-connection buffers while a stream is open; `hyper`
+    /// leaves them to hyper like every other response (for comparison).
+    #[arg(long, env = "TIDINGS_STREAM_WRITER", value_enum, default_value_t = StreamWriter::Direct)]
     pub stream_writer: StreamWriter,
 
     /// A connection with no request in progress (idle keep-alive, or a new
@@ -648,6 +650,9 @@ mod tests {
 /// Who writes HTTP/1.1 event streams (`--stream-writer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StreamWriter {
+    /// Lean, and a waiting stream on a cleartext socket is written by its
+    /// publisher directly.
+    Direct,
     /// Straight to the socket after the response head (no buffers kept).
     Lean,
     /// Hyper, like every other response.

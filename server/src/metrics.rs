@@ -86,6 +86,11 @@ pub struct Metrics {
     pub published: AtomicU64,
     /// Messages written to streams (one per subscriber).
     pub delivered: AtomicU64,
+    /// Chunks written to streams by the publisher itself (direct writes).
+    pub direct_writes: AtomicU64,
+    /// Direct writes the socket took only part of (the stream's writer
+    /// sent the rest).
+    pub direct_short_writes: AtomicU64,
     /// Requests refused with an error, total.
     pub rejected: AtomicU64,
     /// Open TCP connections being served (any kind).
@@ -176,6 +181,16 @@ impl Metrics {
                 "tidings_messages_delivered_total",
                 "Messages written to streams (one per subscriber).",
                 self.delivered.load(Relaxed),
+            ),
+            (
+                "tidings_direct_writes_total",
+                "Chunks written to lean streams by their publisher, without waking the stream's task.",
+                self.direct_writes.load(Relaxed),
+            ),
+            (
+                "tidings_direct_short_writes_total",
+                "Direct writes the socket took only part of: the stream's writer sent the rest (clients reading slowly).",
+                self.direct_short_writes.load(Relaxed),
             ),
             (
                 "tidings_requests_rejected_total",

@@ -301,7 +301,8 @@ pub async fn start_with_engine(
             keepalive: args.keepalive_timeout,
         },
         body: args.body_timeout,
-        lean_streams: args.stream_writer == StreamWriter::Lean,
+        lean_streams: args.stream_writer != StreamWriter::Hyper,
+        direct_writes: args.stream_writer == StreamWriter::Direct,
     };
     let stop = CancellationToken::new();
     if let Some(store) = &tls {

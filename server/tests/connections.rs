@@ -605,8 +605,9 @@ async fn stream_then_keep_alive(writer: StreamWriter) {
 }
 
 #[tokio::test]
-async fn http1_streams_are_the_same_on_the_wire_with_the_lean_writer_and_with_hyper() {
+async fn http1_streams_are_the_same_on_the_wire_with_every_writer() {
     tokio::join!(
+        stream_then_keep_alive(StreamWriter::Direct),
         stream_then_keep_alive(StreamWriter::Lean),
         stream_then_keep_alive(StreamWriter::Hyper),
     );
@@ -653,7 +654,11 @@ async fn a_refused_stream_answers_json_and_the_connection_serves_on() {
 
 #[tokio::test]
 async fn a_stream_whose_client_goes_away_ends_at_once_not_at_the_next_heartbeat() {
-    for writer in [StreamWriter::Lean, StreamWriter::Hyper] {
+    for writer in [
+        StreamWriter::Direct,
+        StreamWriter::Lean,
+        StreamWriter::Hyper,
+    ] {
         let t = start_with(|a| {
             a.stream_writer = writer;
             a.heartbeat = Duration::from_secs(60);

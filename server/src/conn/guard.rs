@@ -157,6 +157,11 @@ impl<T> GuardedIo<T> {
         }
     }
 
+    /// The wrapped socket.
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Gives `bytes` back: the next reads return them first (before any
     /// bytes still waiting to be given back).
     pub(crate) fn unread(&mut self, mut bytes: Vec<u8>) {

@@ -39,7 +39,7 @@ use tower::ServiceExt;
 use super::{GuardedIo, body::InFlight, serve::Socket};
 use crate::{
     metrics::Metrics,
-    stream::{ConnectionInfo, WatchedIo},
+    stream::{ConnectionInfo, DirectHandle, WatchedIo},
 };
 
 /// Largest request head the lean path reads (longer heads go to hyper,
@@ -112,13 +112,16 @@ pub(crate) enum Next {
 }
 
 /// Serves the connection's requests for as long as each one is a plain
-/// `GET /events`; see the module documentation.
+/// `GET /events`; see the module documentation. With `direct`, a stream
+/// on a cleartext socket may be written by its publishers too
+/// ([`crate::stream::direct`]).
 pub(crate) async fn serve(
     io: &mut ConnIo,
     app: &Router,
     info: &ConnectionInfo,
     closing: &CancellationToken,
     metrics: &Metrics,
+    direct: bool,
 ) -> Next {
     loop {
         let head = tokio::select! {
@@ -134,7 +137,7 @@ pub(crate) async fn serve(
             Head::Closed => return Next::Close,
         };
         let keep_alive = !wants_close(request.headers());
-        match answer(io, app, info, request, keep_alive, closing, metrics).await {
+        match answer(io, app, info, request, keep_alive, closing, metrics, direct).await {
             Ok(true) if keep_alive && !closing.is_cancelled() => continue,
             Ok(_) => return Next::Close,
             Err(e) => {
@@ -250,6 +253,7 @@ fn wants_close(headers: &axum::http::HeaderMap) -> bool {
 /// Runs `request` through the application and writes the answer: an event
 /// stream until it ends, anything else whole. True when the connection can
 /// serve another request.
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     io: &mut ConnIo,
     app: &Router,
@@ -258,6 +262,7 @@ async fn answer(
     keep_alive: bool,
     closing: &CancellationToken,
     metrics: &Metrics,
+    direct: bool,
 ) -> io::Result<bool> {
     // Counted before the application sees it, like hyper's requests: the
     // guard must see the request as in progress until its answer is out.
@@ -268,7 +273,8 @@ async fn answer(
     let response = Box::pin(app.clone().oneshot(*request))
         .await
         .unwrap_or_else(|e| match e {});
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    let handle = parts.extensions.remove::<DirectHandle>();
     let streaming = parts.status == StatusCode::OK
         && parts
             .headers
@@ -292,7 +298,13 @@ async fn answer(
     io.flush().await?;
     metrics.lean_streams.fetch_add(1, Relaxed);
     let _open = LeanOpen(&metrics.lean_streams);
-    let ended = stream(io, body, closing).await?;
+    // Publishers may write to a cleartext socket while the stream lasts;
+    // the guard ends that before the socket can close or serve another
+    // request.
+    let fd = io.get_mut().get_ref().plain_fd().filter(|_| direct);
+    let handle = handle.filter(|_| fd.is_some());
+    let _attached = handle.as_ref().zip(fd).map(|(h, fd)| h.attach(fd));
+    let ended = stream(io, body, closing, handle.as_ref()).await?;
     drop(in_flight);
     Ok(ended)
 }
@@ -351,15 +363,44 @@ fn response_head(response: &Response<()>, length: Option<usize>, keep_alive: boo
 
 /// Writes the event stream `body` in chunks until it ends (true: the
 /// terminating chunk was written and the connection can go on) or the
-/// client goes away (false). The caller watches the kill switch.
-async fn stream(io: &mut ConnIo, mut body: Body, closing: &CancellationToken) -> io::Result<bool> {
+/// client goes away (false). With `direct` attached, what a direct write
+/// left unwritten goes out first. The caller watches the kill switch.
+async fn stream(
+    io: &mut ConnIo,
+    mut body: Body,
+    closing: &CancellationToken,
+    direct: Option<&DirectHandle>,
+) -> io::Result<bool> {
     // Bytes the client sent ahead, given back after the stream.
     let mut ahead = Vec::new();
     let mut reading = true;
     let mut last_write: Option<Instant> = None;
+    // Woken like the body: the direct write that leaves a tail wakes the
+    // stream's task, whose waker the body's poll registered.
+    let tail = || {
+        std::future::poll_fn(move |_| match direct.and_then(DirectHandle::take_tail) {
+            Some(tail) => std::task::Poll::Ready(tail),
+            None => std::task::Poll::Pending,
+        })
+    };
     loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
+        // What to write: the rest of a direct write's chunk (raw bytes,
+        // before anything else), or the body's next frame as a chunk. One
+        // write below for both keeps the stream's future small.
+        let (data, framed) = tokio::select! {
+            biased;
+            tail = tail(), if direct.is_some() => (tail, false),
+            frame = body.frame() => match frame {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "event stream body failed");
+                    return Ok(false);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => (data, true),
+                    _ => continue,
+                },
+            },
             read = read_ahead(io, &mut ahead), if reading => {
                 match read {
                     // The client went away (or broke the connection).
@@ -369,18 +410,7 @@ async fn stream(io: &mut ConnIo, mut body: Body, closing: &CancellationToken) ->
                 continue;
             }
         };
-        let data = match frame {
-            None => break,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "event stream body failed");
-                return Ok(false);
-            }
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => data,
-                _ => continue,
-            },
-        };
-        write_chunk(io, &data).await?;
+        write_chunk(io, &data, framed).await?;
         // A stream written to again within BUSY_WRITES lets the other tasks
         // run once before it looks for more: the publishes they handle
         // meanwhile join its next write instead of taking one each.
@@ -408,11 +438,17 @@ async fn read_ahead(io: &mut ConnIo, ahead: &mut Vec<u8>) -> io::Result<usize> {
 }
 
 /// Writes `data` as one chunk (size line, data, CRLF), in one vectored
-/// write when the socket takes it all.
-async fn write_chunk(io: &mut ConnIo, data: &Bytes) -> io::Result<()> {
+/// write when the socket takes it all; unframed, `data` alone (the rest of
+/// a chunk).
+async fn write_chunk(io: &mut ConnIo, data: &Bytes, framed: bool) -> io::Result<()> {
     let mut size = [0u8; 18];
-    let size_len = chunk_size_line(data.len(), &mut size);
-    let mut parts: [&[u8]; 3] = [&size[..size_len], data, b"\r\n"];
+    let size_len = if framed {
+        chunk_size_line(data.len(), &mut size)
+    } else {
+        0
+    };
+    let end: &[u8] = if framed { b"\r\n" } else { b"" };
+    let mut parts: [&[u8]; 3] = [&size[..size_len], data, end];
     let mut first = 0;
     while first < parts.len() {
         let slices: [io::IoSlice<'_>; 3] = [
@@ -437,7 +473,7 @@ async fn write_chunk(io: &mut ConnIo, data: &Bytes) -> io::Result<()> {
 }
 
 /// Writes the chunk size line for `len` (hex, CRLF) into `out`; its length.
-fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> usize {
+pub(crate) fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> usize {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
     let mut n = 0;

@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use self::body::{InFlight, RequestBody};
+pub(crate) use self::lean::chunk_size_line;
 pub(crate) use self::{
     body::TrackedBody,
     guard::{GuardedIo, HeadTimeouts},
@@ -57,6 +58,9 @@ pub(crate) struct ConnSettings {
     pub body: Duration,
     /// HTTP/1.1 event streams written by [`lean`] rather than hyper.
     pub lean_streams: bool,
+    /// Lean streams on plain TCP may be written by their publishers
+    /// ([`crate::stream::direct`]).
+    pub direct_writes: bool,
 }
 
 /// Serves one request of a connection (the body of its hyper service):

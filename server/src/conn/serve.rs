@@ -51,6 +51,17 @@ pub(crate) enum Socket {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Socket {
+    /// The descriptor of a cleartext socket (`None` under TLS, whose bytes
+    /// only rustls may write).
+    pub(crate) fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            Self::Plain(tcp) => Some(std::os::fd::AsRawFd::as_raw_fd(tcp)),
+            Self::Tls(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -287,7 +298,14 @@ impl Shared {
         let lean = !http2 && self.settings.lean_streams;
         loop {
             if lean {
-                let lean = lean::serve(&mut io, &self.app, &info, &self.closing, &self.metrics);
+                let lean = lean::serve(
+                    &mut io,
+                    &self.app,
+                    &info,
+                    &self.closing,
+                    &self.metrics,
+                    self.settings.direct_writes,
+                );
                 tokio::select! {
                     biased;
                     // Pulled by the watchdog: a stream that stopped reading.

@@ -27,11 +27,15 @@ impl Engine for MemoryEngine {
         &self.hub
     }
 
+    fn direct_writes(&self) -> bool {
+        true
+    }
+
     fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<Accepted>, PublishError>> {
-        let result = self
-            .hub
-            .publish(&batch, clock::now_us())
-            .map_err(PublishError::KeyReused);
+        let result = crate::stream::direct::waking(|wakes| {
+            self.hub.publish_deferred(&batch, clock::now_us(), wakes)
+        })
+        .map_err(PublishError::KeyReused);
         Box::pin(async move { result })
     }
 }

@@ -200,6 +200,15 @@ pub trait Engine: Send + Sync + 'static {
         })
     }
 
+    /// True when the engine wakes streams through
+    /// [`wake_streams`](crate::stream::direct) (its publishes run on the
+    /// server's runtime and collect their wakers), so that a waiting
+    /// stream may be written by its publisher. Streams of other engines are
+    /// woken on the engine's own thread and keep their task's waker.
+    fn direct_writes(&self) -> bool {
+        false
+    }
+
     /// `Ok` when the engine can serve (for `/healthz`).
     fn ready(&self) -> Result<(), EngineError> {
         Ok(())

@@ -202,30 +202,35 @@ pub(super) async fn subscribe(
         preface.extend_from_slice(&gap.bytes);
     }
     preface.extend_from_slice(&opened.replay);
-    let mut farewell = Vec::with_capacity(16);
-    encode_retry(settings.shutdown_retry_ms, &mut farewell);
 
     tracing::debug!(%connection, %ip, topics = topic_count, replayed = subscribed.replayed, gap = ?subscribed.gap, "stream opened");
-    let stream = EventStream::new(StreamParts {
-        preface: Bytes::from(preface),
-        farewell: Bytes::from(farewell),
-        expired: expiry.map_or_else(Bytes::new, |e| expired_frame(e.exp)),
-        subscription,
-        connection,
-        patterns: topic_count,
-        metrics: state.metrics.clone(),
-        _permit: permit,
-        replay,
-        replay_feed: opened.replay_feed,
-        write_delay: settings.write_delay,
-        busy_write_delay: settings.busy_write_delay,
-        slot: state
-            .watchdog
-            .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),
-        _presence: presence,
-    });
+    let stream = EventStream::new(
+        state.engine.direct_writes(),
+        StreamParts {
+            preface: Bytes::from(preface),
+            farewell: state.farewell.clone(),
+            expired: expiry.map_or_else(Bytes::new, |e| expired_frame(e.exp)),
+            subscription,
+            connection,
+            patterns: topic_count,
+            metrics: state.metrics.clone(),
+            _permit: permit,
+            replay,
+            replay_feed: opened.replay_feed,
+            write_delay: settings.write_delay,
+            busy_write_delay: settings.busy_write_delay,
+            slot: state
+                .watchdog
+                .register(conn.map(|c| c.io), expiry.map(|e| e.refused_at_ms)),
+            _presence: presence,
+        },
+    );
 
+    let handle = stream.direct_handle();
     let mut response = Response::new(Body::from_stream(stream));
+    if let Some(handle) = handle {
+        response.extensions_mut().insert(handle);
+    }
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
     h.insert(

@@ -81,6 +81,9 @@ pub struct AppState {
     pub(crate) watchdog: Arc<Watchdog>,
     pub(crate) presence: Arc<Presence>,
     pub(crate) shutting_down: AtomicBool,
+    /// What every stream sends before closing on shutdown (a short
+    /// `retry:`), encoded once and shared.
+    pub(crate) farewell: bytes::Bytes,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,7 +105,10 @@ impl AppState {
         heartbeat: Duration,
         write_timeout: Duration,
     ) -> Self {
+        let mut farewell = Vec::with_capacity(16);
+        tidings_core::sse::encode_retry(settings.shutdown_retry_ms, &mut farewell);
         Self {
+            farewell: farewell.into(),
             replays: ReplayLimiter::new(settings.max_replays_per_ip)
                 .paced(ReplayPace::new(settings.replay_rate))
                 .with_start_rate(settings.replay_starts_per_ip)

@@ -4,9 +4,10 @@
 use std::{
     convert::Infallible,
     future::Future,
+    os::fd::RawFd,
     pin::Pin,
     sync::{Arc, atomic::Ordering::Relaxed},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -18,7 +19,10 @@ use tidings_core::{
     sse::HEARTBEAT,
 };
 
-use super::watchdog::SlotGuard;
+use super::{
+    direct::{DirectHandle, SharedStream, write_parts},
+    watchdog::{SlotGuard, StreamSlot},
+};
 use crate::{
     engine::{FrameSubscription, ReplayFeed, clock},
     limits::{ConnectionPermit, ReplayPermit},
@@ -28,6 +32,10 @@ use crate::{
 
 /// Most messages taken from the subscription per chunk.
 const DRAIN_BATCH: usize = 64;
+
+/// Most chunks one direct write sends before it leaves the rest to the
+/// task (messages that keep arriving while it writes).
+const DIRECT_ROUNDS: usize = 4;
 
 /// Most messages per chunk with a write delay: all that waited (the
 /// subscription's queue bounds them in count and bytes). At 64 a stream
@@ -41,7 +49,8 @@ const REPLAY_BATCH: usize = crate::limits::REPLAY_PAGE;
 
 /// Everything a stream owns; all of it is released when the stream drops.
 pub(crate) struct StreamParts {
-    /// `retry:`, `tidings.connected` and maybe `tidings.gap`, sent first.
+    /// `retry:`, `tidings.connected` and maybe `tidings.gap`, sent first
+    /// (empty once sent).
     pub preface: Bytes,
     /// Sent before closing on shutdown: a short `retry:`.
     pub farewell: Bytes,
@@ -70,10 +79,20 @@ pub(crate) struct StreamParts {
 
 /// An SSE response body. Ends when the subscription lags (too slow) or
 /// closes (shutdown); dropped by hyper when the client goes away or the
-/// watchdog closes the connection. Cleanup runs once, in `Drop`.
+/// watchdog closes the connection. Cleanup runs once, when the state drops.
+///
+/// Its state is shared with the waker it leaves with the broker, which
+/// writes to the socket itself when it can (see [`super::direct`]).
 pub(crate) struct EventStream {
+    shared: Arc<SharedStream>,
+    /// Left with the broker when the queue is empty, where direct writes
+    /// may happen (else the task's own waker is).
+    waker: Option<Waker>,
+}
+
+/// What the body's poll and a direct write work on (under the shared lock).
+pub(crate) struct StreamState {
     parts: StreamParts,
-    preface: Option<Bytes>,
     batch: Vec<SharedMessage<Frame>>,
     pieces: Vec<Bytes>,
     /// Armed while a replay waits for the server-wide replay pace, or a
@@ -86,17 +105,26 @@ pub(crate) struct EventStream {
     last_gap_us: u64,
     ending: Option<DropReason>,
     finished: bool,
+    /// The lean writer's plain socket, while direct writes may use it.
+    pub(super) socket: Option<RawFd>,
+    /// A chunk (or a tail) handed to the writer is not written yet (the
+    /// lean writer polls the body again only once it is).
+    pub(super) in_flight: bool,
+    /// What a direct write could not write: the writer's next bytes.
+    pub(super) tail: Option<Bytes>,
 }
 
 impl EventStream {
-    pub(crate) fn new(mut parts: StreamParts) -> Self {
+    /// A stream of `parts`; with `direct`, its publishers may write it
+    /// (see [`super::direct`]) once the lean writer attaches its socket.
+    pub(crate) fn new(direct: bool, parts: StreamParts) -> Self {
         parts.metrics.streams.fetch_add(1, Relaxed);
         parts
             .metrics
             .patterns
             .fetch_add(parts.patterns as i64, Relaxed);
-        Self {
-            preface: Some(std::mem::take(&mut parts.preface)),
+        let slot = parts.slot.slot.clone();
+        let state = StreamState {
             parts,
             // Grown on first use: idle streams keep no buffers.
             batch: Vec::new(),
@@ -106,7 +134,22 @@ impl EventStream {
             last_gap_us: u64::MAX,
             ending: None,
             finished: false,
+            socket: None,
+            in_flight: false,
+            tail: None,
+        };
+        let shared = SharedStream::new(state, slot);
+        Self {
+            waker: direct.then(|| Waker::from(shared.clone())),
+            shared,
         }
+    }
+
+    /// The lean writer's hold on this stream, if it may be written
+    /// directly.
+    pub(crate) fn direct_handle(&self) -> Option<DirectHandle> {
+        self.waker.as_ref()?;
+        Some(DirectHandle(self.shared.clone()))
     }
 }
 
@@ -115,21 +158,53 @@ impl Stream for EventStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        match this.shared.state.lock().as_mut() {
+            Some(state) => state.poll_next(cx, this.waker.as_ref()),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        // Dropped outside the lock: unsubscribing takes the broker's.
+        let state = self.shared.state.lock().take();
+        drop(state);
+    }
+}
+
+impl StreamState {
+    /// The body's poll; `direct` is the waker to leave with the broker
+    /// where direct writes may happen (else the task's own).
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        direct: Option<&Waker>,
+    ) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = self;
+        // Polled again: what it handed out last time is written.
+        this.in_flight = false;
         if this.finished || this.ending.is_some() {
             this.finished = true;
             return Poll::Ready(None);
         }
         let slot = &this.parts.slot.slot;
         slot.polled(cx.waker());
+        if this.tail.is_some() {
+            // The writer finishes a direct write's chunk first.
+            return Poll::Pending;
+        }
         if slot.expired.load(Relaxed) {
             // The token ran out: say so and end. Queued messages are not
             // sent: the client resumes from its last id with a fresh token
             // and gets them then, under that token's rights.
             this.ending = Some(DropReason::Expired);
             let expired = this.parts.expired.clone();
-            let chunk = match this.preface.take() {
-                Some(preface) => Bytes::from([&preface[..], &expired[..]].concat()),
-                None => expired,
+            let chunk = match std::mem::take(&mut this.parts.preface) {
+                preface if !preface.is_empty() => {
+                    Bytes::from([&preface[..], &expired[..]].concat())
+                }
+                _ => expired,
             };
             return Poll::Ready(Some(Ok(chunk)));
         }
@@ -139,23 +214,16 @@ impl Stream for EventStream {
         // (bounded and counted there) and goes out in one write. Without
         // one, a busy stream (its last two writes less than twice the busy
         // delay apart) waits the busy delay.
-        let busy = this.parts.busy_write_delay;
-        let delay = match this.parts.write_delay {
-            none if none.is_zero() && this.last_gap_us < 2 * busy.as_micros() as u64 => busy,
-            delay => delay,
-        };
-        let live = this.parts.replay.is_none() && this.parts.replay_feed.is_none();
-        if !delay.is_zero() && live && this.last_chunk_us != 0 {
-            let since = Duration::from_micros(clock::now_us().saturating_sub(this.last_chunk_us));
-            if since < delay {
-                wait_for(&mut this.wait, delay - since, cx);
-                return Poll::Pending;
-            }
+        let delay = this.delay();
+        if let Some(left) = this.delay_left(delay) {
+            wait_for(&mut this.wait, left, cx);
+            return Poll::Pending;
         }
 
         let pieces = &mut this.pieces;
         pieces.clear();
-        if let Some(preface) = this.preface.take() {
+        let preface = std::mem::take(&mut this.parts.preface);
+        if !preface.is_empty() {
             pieces.push(preface);
         }
         this.batch.clear();
@@ -216,10 +284,12 @@ impl Stream for EventStream {
             },
         };
         if limit > 0 {
+            // The broker wakes this waker, which may write by itself.
+            let mut broker_cx = Context::from_waker(direct.unwrap_or(cx.waker()));
             match this
                 .parts
                 .subscription
-                .poll_recv_many(cx, &mut this.batch, limit)
+                .poll_recv_many(&mut broker_cx, &mut this.batch, limit)
             {
                 Poll::Ready(Ok(_)) | Poll::Pending => {}
                 Poll::Ready(Err(RecvError::Lagged)) => this.ending = Some(DropReason::Lagged),
@@ -238,18 +308,11 @@ impl Stream for EventStream {
             this.parts.replay = None; // Caught up: live now.
         }
         if !this.batch.is_empty() {
-            let now = clock::now_us();
-            this.parts
-                .metrics
-                .record_latencies(this.batch.iter().map(|m| {
-                    std::time::Duration::from_micros(now.saturating_sub(m.payload().published_us))
-                }));
-            this.parts
-                .metrics
-                .delivered
-                .fetch_add(this.batch.len() as u64, Relaxed);
+            this.record_batch(clock::now_us());
+            let pieces = &mut this.pieces;
             pieces.extend(this.batch.drain(..).map(|m| m.payload().bytes.clone()));
         }
+        let pieces = &mut this.pieces;
         if slot.heartbeat_due.swap(false, Relaxed) && pieces.is_empty() {
             pieces.push(Bytes::from_static(HEARTBEAT));
         }
@@ -269,15 +332,132 @@ impl Stream for EventStream {
                 Bytes::from(joined)
             }
         };
-        slot.wrote.store(true, Relaxed);
-        if !delay.is_zero() || !busy.is_zero() {
-            let now = clock::now_us().max(1);
-            if this.last_chunk_us != 0 {
-                this.last_gap_us = now.saturating_sub(this.last_chunk_us);
-            }
-            this.last_chunk_us = now;
-        }
+        this.wrote_chunk(delay);
+        this.in_flight = true;
         Poll::Ready(Some(Ok(chunk)))
+    }
+
+    /// True once the stream sends live messages only (its replay is done).
+    fn is_live(&self) -> bool {
+        self.parts.replay.is_none() && self.parts.replay_feed.is_none()
+    }
+
+    /// The least time between two writes now: the write delay, else the
+    /// busy delay for a stream whose last two writes were closer than
+    /// twice it, else zero.
+    fn delay(&self) -> Duration {
+        let busy = self.parts.busy_write_delay;
+        match self.parts.write_delay {
+            none if none.is_zero() && self.last_gap_us < 2 * busy.as_micros() as u64 => busy,
+            delay => delay,
+        }
+    }
+
+    /// How long a live stream must still wait before its next write.
+    fn delay_left(&self, delay: Duration) -> Option<Duration> {
+        if delay.is_zero() {
+            return None; // No clock read for streams without a delay.
+        }
+        self.delay_left_at(delay, clock::now_us())
+    }
+
+    /// [`delay_left`](Self::delay_left) at `now` (µs, [`clock::now_us`]).
+    fn delay_left_at(&self, delay: Duration, now: u64) -> Option<Duration> {
+        if delay.is_zero() || !self.is_live() || self.last_chunk_us == 0 {
+            return None;
+        }
+        let since = Duration::from_micros(now.saturating_sub(self.last_chunk_us));
+        (since < delay).then(|| delay - since)
+    }
+
+    /// Counts the messages of `batch` as delivered at `now`.
+    fn record_batch(&self, now: u64) {
+        let metrics = &self.parts.metrics;
+        metrics.record_latencies(
+            self.batch
+                .iter()
+                .map(|m| Duration::from_micros(now.saturating_sub(m.payload().published_us))),
+        );
+        metrics
+            .delivered
+            .fetch_add(self.batch.len() as u64, Relaxed);
+    }
+
+    /// Notes that a chunk went out (for the watchdog and the delays).
+    fn wrote_chunk(&mut self, delay: Duration) {
+        if !delay.is_zero() || !self.parts.busy_write_delay.is_zero() {
+            self.wrote_chunk_at(delay, clock::now_us());
+        } else {
+            self.parts.slot.slot.wrote.store(true, Relaxed);
+        }
+    }
+
+    /// [`wrote_chunk`](Self::wrote_chunk) at `now` (µs, [`clock::now_us`]).
+    fn wrote_chunk_at(&mut self, delay: Duration, now: u64) {
+        self.parts.slot.slot.wrote.store(true, Relaxed);
+        if !delay.is_zero() || !self.parts.busy_write_delay.is_zero() {
+            let now = now.max(1);
+            if self.last_chunk_us != 0 {
+                self.last_gap_us = now.saturating_sub(self.last_chunk_us);
+            }
+            self.last_chunk_us = now;
+        }
+    }
+
+    /// A direct write (see [`super::direct`]): drains what waits and
+    /// writes it to the attached socket as chunks, until the queue is
+    /// empty (`waker` is then left with the broker: true). False when the
+    /// task must run instead: the stream is not idle and live, a delay is
+    /// due, the subscription lagged or closed, or the socket did not take
+    /// a whole chunk (its rest is the writer's next bytes).
+    pub(super) fn write_direct(&mut self, waker: &Waker, slot: &StreamSlot) -> bool {
+        let Some(fd) = self.socket else {
+            return false;
+        };
+        let idle = !self.in_flight && self.tail.is_none() && self.parts.preface.is_empty();
+        if !idle || self.finished || self.ending.is_some() || !self.is_live() {
+            return false;
+        }
+        if slot.expired.load(Relaxed) {
+            return false;
+        }
+        for _ in 0..DIRECT_ROUNDS {
+            let now = clock::now_us();
+            let delay = self.delay();
+            if self.delay_left_at(delay, now).is_some() {
+                return false; // The task waits it out.
+            }
+            self.batch.clear();
+            let subscription = &mut self.parts.subscription;
+            let listening =
+                match subscription.recv_many_then_listen(waker, &mut self.batch, DRAIN_BATCH) {
+                    // Never an empty chunk: in chunked coding it ends the body.
+                    Ok((0, listening)) => return listening,
+                    Ok((_, listening)) => listening,
+                    Err(_) => return false,
+                };
+            self.record_batch(now);
+            let mut size = [0u8; 18];
+            let len = self.batch.iter().map(|m| m.payload().bytes.len()).sum();
+            let size_len = crate::conn::chunk_size_line(len, &mut size);
+            let frames = self.batch.iter().map(|m| &m.payload().bytes[..]);
+            let chunk = std::iter::once(&size[..size_len])
+                .chain(frames)
+                .chain(std::iter::once(&b"\r\n"[..]));
+            let rest = write_parts(fd, chunk);
+            self.batch.clear();
+            self.parts.metrics.direct_writes.fetch_add(1, Relaxed);
+            self.wrote_chunk_at(delay, now);
+            if !rest.is_empty() {
+                self.parts.metrics.direct_short_writes.fetch_add(1, Relaxed);
+                self.tail = Some(Bytes::from(rest));
+                return false;
+            }
+            if listening {
+                return true; // The next message wakes this waker again.
+            }
+        }
+        false
     }
 }
 
@@ -307,7 +487,7 @@ fn wait_for(
     }
 }
 
-impl Drop for EventStream {
+impl Drop for StreamState {
     fn drop(&mut self) {
         let metrics = &self.parts.metrics;
         let reason = if self.parts.slot.slot.timed_out.load(Relaxed) {
