@@ -62,6 +62,10 @@ async fn a_message_published_on_either_instance_reaches_both_in_the_same_order()
     // A batch keeps its order in the stream.
     let batch_pos = |id: &String| ids.iter().position(|x| x == id).unwrap();
     assert!(batch_pos(&published[1]) < batch_pos(&published[2]));
+    // Each instance's reader wrote to its waiting stream itself.
+    for instance in [&a, &b] {
+        assert!(instance.metric("tidings_direct_writes_total").await > 0.0);
+    }
 }
 
 #[tokio::test]

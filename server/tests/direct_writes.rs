@@ -21,6 +21,7 @@ use tokio::{
 /// message published while the streams wait for it: every stream gets
 /// exactly its messages, in id order. With `direct` the publishers wrote
 /// them; with `lean` the streams' tasks did (and nothing counts as direct).
+/// (Redis mode's reader writes directly too: `cluster.rs`.)
 #[tokio::test]
 async fn concurrent_publishers_write_waiting_streams_in_order() {
     for writer in [StreamWriter::Direct, StreamWriter::Lean] {

@@ -32,7 +32,7 @@ impl Engine for MemoryEngine {
     }
 
     fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<Accepted>, PublishError>> {
-        let result = crate::stream::direct::waking(|wakes| {
+        let result = crate::stream::direct::waking(None, |wakes| {
             self.hub.publish_deferred(&batch, clock::now_us(), wakes)
         })
         .map_err(PublishError::KeyReused);

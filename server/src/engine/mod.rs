@@ -200,11 +200,12 @@ pub trait Engine: Send + Sync + 'static {
         })
     }
 
-    /// True when the engine wakes streams through
-    /// [`wake_streams`](crate::stream::direct) (its publishes run on the
-    /// server's runtime and collect their wakers), so that a waiting
-    /// stream may be written by its publisher. Streams of other engines are
-    /// woken on the engine's own thread and keep their task's waker.
+    /// True when every delivery of the engine wakes streams through
+    /// [`wake_streams`](crate::stream::direct) with no hub lock held (the
+    /// memory engine's publishes, the Redis reader's feeds), so that a
+    /// waiting stream may be written by whoever delivers to it. Streams of
+    /// other engines keep their task's waker: an indirection that never
+    /// writes would only cost their wakes.
     fn direct_writes(&self) -> bool {
         false
     }

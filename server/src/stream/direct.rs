@@ -38,6 +38,7 @@ use std::{
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::runtime::Handle;
 
 use super::{events::StreamState, watchdog::StreamSlot};
 
@@ -53,11 +54,14 @@ thread_local! {
 const WRITES_PER_TASK: usize = 256;
 
 /// Wakes the streams a publish (or a feed) collected, writing directly to
-/// those that can take it; empties `wakes`. Call it holding no lock that a
-/// stream's poll takes (the hub's are released by then).
-pub(crate) fn wake_streams(wakes: &mut Vec<Waker>) {
+/// those that can take it; empties `wakes`. Past [`WRITES_PER_TASK`]
+/// streams, the rest go to tasks on `runtime` (the server's; the current
+/// one if `None`). Call it holding no lock that a stream's poll takes (the
+/// hub's are released by then).
+pub(crate) fn wake_streams(wakes: &mut Vec<Waker>, runtime: Option<&Handle>) {
     if wakes.len() > WRITES_PER_TASK {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let current = Handle::try_current();
+        if let Some(runtime) = runtime.or(current.as_ref().ok()) {
             while wakes.len() > WRITES_PER_TASK {
                 let mut chunk = wakes.split_off(wakes.len() - WRITES_PER_TASK);
                 runtime.spawn(async move { wake_here(&mut chunk) });
@@ -85,11 +89,12 @@ thread_local! {
 }
 
 /// Runs `collect` (a hub's `publish_deferred` or `feed_deferred`) with a
-/// buffer for the streams to wake, then wakes them with [`wake_streams`].
-pub(crate) fn waking<T>(collect: impl FnOnce(&mut Vec<Waker>) -> T) -> T {
+/// buffer for the streams to wake, then wakes them with [`wake_streams`]
+/// (on `runtime` past the first [`WRITES_PER_TASK`]).
+pub(crate) fn waking<T>(runtime: Option<&Handle>, collect: impl FnOnce(&mut Vec<Waker>) -> T) -> T {
     let mut wakes = WAKES.take();
     let out = collect(&mut wakes);
-    wake_streams(&mut wakes);
+    wake_streams(&mut wakes, runtime);
     WAKES.set(wakes);
     out
 }

@@ -382,7 +382,7 @@ impl RedisEngine {
             floor.unwrap_or(state.log.head),
         ));
         let health = Arc::new(Health::default());
-        let _ = reader::feed(&hub, &health, &entries);
+        let _ = reader::feed(&hub, &health, &entries, None);
         tracing::info!(
             redis = %addr,
             stream = %settings.stream_key,
@@ -397,6 +397,7 @@ impl RedisEngine {
             hub: hub.clone(),
             health: health.clone(),
             settings: settings.clone(),
+            runtime: Handle::current(),
         };
         let reader = io.spawn(reader.run(cursor, stop.clone()));
         let engine = Self {
@@ -742,6 +743,12 @@ impl Engine for RedisEngine {
 
     fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The reader feeds the hub through `wake_streams`, on the engine's
+    /// thread (see `reader::feed`).
+    fn direct_writes(&self) -> bool {
+        true
     }
 
     fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<Accepted>, PublishError>> {

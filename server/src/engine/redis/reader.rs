@@ -103,6 +103,8 @@ pub(super) struct Reader {
     pub hub: Arc<Hub>,
     pub health: Arc<Health>,
     pub settings: RedisSettings,
+    /// The server's runtime (the reader runs on the engine's thread).
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// Reconnection delays: doubling from 50 ms to 2 s, with jitter so that
@@ -274,14 +276,23 @@ impl Reader {
         };
         let read_to = last.stream_id().to_owned();
         self.health.read.fetch_add(entries.len() as u64, Relaxed);
-        let queued = feed(&self.hub, &self.health, &entries);
+        let queued = feed(&self.hub, &self.health, &entries, Some(&self.runtime));
         Ok(Some((read_to, queued)))
     }
 }
 
 /// Feeds entries to the hub (skipping and logging foreign ones); returns
 /// how many messages they queued for streams (one per entry and stream).
-pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) -> usize {
+/// The streams are written here, on the engine's thread, where they can
+/// take it (see [`crate::stream::direct`]): a wake of a stream's task from
+/// this thread costs about what its write does, and the task's poll comes
+/// on top; past the first 256, on `runtime` (the server's).
+pub(super) fn feed(
+    hub: &Hub,
+    health: &Health,
+    entries: &[Entry],
+    runtime: Option<&tokio::runtime::Handle>,
+) -> usize {
     let mut log_entries = Vec::with_capacity(entries.len());
     for entry in entries {
         match entry {
@@ -301,7 +312,9 @@ pub(super) fn feed(hub: &Hub, health: &Health, entries: &[Entry]) -> usize {
             }
         }
     }
-    let fed = hub.feed(&log_entries, clock::now_us());
+    let fed = crate::stream::direct::waking(runtime, |wakes| {
+        hub.feed_deferred(&log_entries, clock::now_us(), wakes)
+    });
     if fed.gaps > 0 {
         health.losses.fetch_add(fed.gaps as u64, Relaxed);
         tracing::warn!(

@@ -352,6 +352,7 @@ async fn entries_trimmed_while_an_instance_was_away_are_announced_to_its_streams
         hub: b.hub.clone(),
         health: b.health.clone(),
         settings: key.0.clone(),
+        runtime: tokio::runtime::Handle::current(),
     };
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
@@ -404,6 +405,7 @@ async fn a_stream_that_went_back_gets_a_new_epoch_so_no_id_is_reused() {
         hub: a.hub.clone(),
         health: a.health.clone(),
         settings: key.0.clone(),
+        runtime: tokio::runtime::Handle::current(),
     };
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
