@@ -83,6 +83,39 @@ async fn concurrent_publishers_write_waiting_streams_in_order() {
     }
 }
 
+/// A publish to more streams than one call writes itself (256): the rest
+/// go to tasks on the runtime, and every stream gets every message once,
+/// in order, each written directly.
+#[tokio::test]
+async fn a_publish_to_many_streams_reaches_every_one_of_them() {
+    const STREAMS: usize = 300;
+    let t = start_with(|a| {
+        a.max_connections_per_ip = 1000;
+        a.max_tcp_connections_per_ip = Some(1000);
+    })
+    .await;
+    let mut streams = Vec::with_capacity(STREAMS);
+    for _ in 0..STREAMS {
+        let mut s = t.subscribe(&["demo:dw:many"]).await.unwrap();
+        s.connected().await;
+        streams.push(s);
+    }
+    let first = t.publish_one("demo:dw:many", json!(1)).await;
+    // Far enough apart that no stream counts as busy.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = t.publish_one("demo:dw:many", json!(2)).await;
+    for s in &mut streams {
+        assert_eq!(s.event().await.last_event_id, first);
+        assert_eq!(s.event().await.last_event_id, second);
+    }
+    let direct = t.metric("tidings_direct_writes_total").await;
+    assert_eq!(
+        direct,
+        (2 * STREAMS) as f64,
+        "every delivery written directly"
+    );
+}
+
 /// A client whose socket stops taking bytes: a direct write that the
 /// socket takes only part of leaves the rest to the stream's writer, which
 /// sends it before anything else. The client then reads a little (room in

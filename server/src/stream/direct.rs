@@ -73,14 +73,22 @@ pub(crate) fn wake_streams(wakes: &mut Vec<Waker>, runtime: Option<&Handle>) {
 
 /// Wakes `wakes` on this thread, direct writes allowed.
 fn wake_here(wakes: &mut Vec<Waker>) {
+    /// Clears [`WAKING`] however the loop ends: left set, a later wake
+    /// under the broker's lock (shutdown's) would take that lock again.
+    struct Waking;
+    impl Drop for Waking {
+        fn drop(&mut self) {
+            WAKING.with(|w| w.set(false));
+        }
+    }
     if wakes.is_empty() {
         return;
     }
     WAKING.with(|w| w.set(true));
+    let _waking = Waking;
     for waker in wakes.drain(..) {
         waker.wake();
     }
-    WAKING.with(|w| w.set(false));
 }
 
 thread_local! {
