@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tidings_core::{hub::HubConfig, message::Outgoing};
 
 use super::{Accepted, BoxFuture, Engine, Hub, PublishError, clock};
+use crate::stream::direct::Writes;
 
 /// Publishes into the local [`Hub`], which numbers messages in a fresh
 /// epoch per process start: ids from before a restart get `tidings.gap`.
@@ -32,7 +33,7 @@ impl Engine for MemoryEngine {
     }
 
     fn publish(&self, batch: Vec<Outgoing>) -> BoxFuture<'_, Result<Vec<Accepted>, PublishError>> {
-        let result = crate::stream::direct::waking(None, |wakes| {
+        let result = crate::stream::direct::waking(Writes::Calm, None, |wakes| {
             self.hub.publish_deferred(&batch, clock::now_us(), wakes)
         })
         .map_err(PublishError::KeyReused);

@@ -12,12 +12,14 @@
 //!
 //! A waker writes only when the stream is live and idle: nothing of the
 //! task's own in flight, no replay, no write delay due, nothing left over,
-//! the socket attached. Anything else (a replay, a delay, a lag, the end,
-//! a socket that does not take the whole chunk) wakes the task, which
-//! carries on as it would have: a chunk the socket took only part of is
-//! finished by the lean writer before anything else. Woken from anywhere
-//! but [`wake_streams`] (shutdown, a loss notice, another engine's thread),
-//! the waker only wakes the task.
+//! the socket attached; and, for a publish of one message
+//! ([`Writes::Calm`]), only a stream that is not busy (a busy one gets
+//! more messages soon, which its task writes together). Anything else (a
+//! replay, a delay, a lag, the end, a socket that does not take the whole
+//! chunk) wakes the task, which carries on as it would have: a chunk the
+//! socket took only part of is finished by the lean writer before anything
+//! else. Woken from anywhere but [`wake_streams`] (shutdown, a loss
+//! notice, the NATS follower), the waker only wakes the task.
 //!
 //! ```text
 //!   publish ──> broker queues, collects wakers ──> wake_streams (no lock held)
@@ -44,7 +46,19 @@ use super::{events::StreamState, watchdog::StreamSlot};
 
 thread_local! {
     /// Set while [`wake_streams`] wakes, on its thread only.
-    static WAKING: Cell<bool> = const { Cell::new(false) };
+    static WAKING: Cell<Option<Writes>> = const { Cell::new(None) };
+}
+
+/// Which waiting streams a delivery writes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// Only calm ones: a publish brings one message, and a busy stream
+    /// gets more soon, which its task writes together (the memory
+    /// engine's publishes).
+    Calm,
+    /// Busy ones too: the delivery is a batch already (a Redis read, whose
+    /// pause lets messages pile up).
+    Any,
 }
 
 /// Most streams one call of [`wake_streams`] writes to itself; the rest go
@@ -58,33 +72,33 @@ const WRITES_PER_TASK: usize = 256;
 /// streams, the rest go to tasks on `runtime` (the server's; the current
 /// one if `None`). Call it holding no lock that a stream's poll takes (the
 /// hub's are released by then).
-pub(crate) fn wake_streams(wakes: &mut Vec<Waker>, runtime: Option<&Handle>) {
+pub(crate) fn wake_streams(wakes: &mut Vec<Waker>, writes: Writes, runtime: Option<&Handle>) {
     if wakes.len() > WRITES_PER_TASK {
         let current = Handle::try_current();
         if let Some(runtime) = runtime.or(current.as_ref().ok()) {
             while wakes.len() > WRITES_PER_TASK {
                 let mut chunk = wakes.split_off(wakes.len() - WRITES_PER_TASK);
-                runtime.spawn(async move { wake_here(&mut chunk) });
+                runtime.spawn(async move { wake_here(&mut chunk, writes) });
             }
         }
     }
-    wake_here(wakes);
+    wake_here(wakes, writes);
 }
 
 /// Wakes `wakes` on this thread, direct writes allowed.
-fn wake_here(wakes: &mut Vec<Waker>) {
+fn wake_here(wakes: &mut Vec<Waker>, writes: Writes) {
     /// Clears [`WAKING`] however the loop ends: left set, a later wake
     /// under the broker's lock (shutdown's) would take that lock again.
     struct Waking;
     impl Drop for Waking {
         fn drop(&mut self) {
-            WAKING.with(|w| w.set(false));
+            WAKING.with(|w| w.set(None));
         }
     }
     if wakes.is_empty() {
         return;
     }
-    WAKING.with(|w| w.set(true));
+    WAKING.with(|w| w.set(Some(writes)));
     let _waking = Waking;
     for waker in wakes.drain(..) {
         waker.wake();
@@ -99,10 +113,14 @@ thread_local! {
 /// Runs `collect` (a hub's `publish_deferred` or `feed_deferred`) with a
 /// buffer for the streams to wake, then wakes them with [`wake_streams`]
 /// (on `runtime` past the first [`WRITES_PER_TASK`]).
-pub(crate) fn waking<T>(runtime: Option<&Handle>, collect: impl FnOnce(&mut Vec<Waker>) -> T) -> T {
+pub(crate) fn waking<T>(
+    writes: Writes,
+    runtime: Option<&Handle>,
+    collect: impl FnOnce(&mut Vec<Waker>) -> T,
+) -> T {
     let mut wakes = WAKES.take();
     let out = collect(&mut wakes);
-    wake_streams(&mut wakes, runtime);
+    wake_streams(&mut wakes, writes, runtime);
     WAKES.set(wakes);
     out
 }
@@ -125,7 +143,7 @@ impl SharedStream {
 
     /// Writes what waits, if the stream can take it now; false when the
     /// task must be woken instead.
-    fn write_now(self: &Arc<Self>) -> bool {
+    fn write_now(self: &Arc<Self>, writes: Writes) -> bool {
         // Held by the task's poll or by another publisher: the task runs
         // after it and finds what this waker came for.
         let Some(mut state) = self.state.try_lock() else {
@@ -135,7 +153,7 @@ impl SharedStream {
             return true; // The body is gone: nothing to write for.
         };
         let waker = Waker::from(self.clone());
-        state.write_direct(&waker, &self.slot)
+        state.write_direct(&waker, &self.slot, writes)
     }
 }
 
@@ -145,8 +163,10 @@ impl Wake for SharedStream {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if WAKING.with(Cell::get) && self.write_now() {
-            return;
+        if let Some(writes) = WAKING.with(Cell::get) {
+            if self.write_now(writes) {
+                return;
+            }
         }
         self.slot.waker.wake();
     }
@@ -176,7 +196,7 @@ impl DirectHandle {
         let state = state.as_mut()?;
         let tail = state.tail.take()?;
         state.in_flight = true;
-        Some(tail)
+        Some(Bytes::from(tail))
     }
 }
 

@@ -20,7 +20,7 @@ use tidings_core::{
 };
 
 use super::{
-    direct::{DirectHandle, SharedStream, write_parts},
+    direct::{DirectHandle, SharedStream, Writes, write_parts},
     watchdog::{SlotGuard, StreamSlot},
 };
 use crate::{
@@ -93,8 +93,6 @@ pub(crate) struct EventStream {
 /// What the body's poll and a direct write work on (under the shared lock).
 pub(crate) struct StreamState {
     parts: StreamParts,
-    batch: Vec<SharedMessage<Frame>>,
-    pieces: Vec<Bytes>,
     /// Armed while a replay waits for the server-wide replay pace, or a
     /// live stream for its write delay.
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -111,7 +109,7 @@ pub(crate) struct StreamState {
     /// lean writer polls the body again only once it is).
     pub(super) in_flight: bool,
     /// What a direct write could not write: the writer's next bytes.
-    pub(super) tail: Option<Bytes>,
+    pub(super) tail: Option<Box<[u8]>>,
 }
 
 impl EventStream {
@@ -126,9 +124,6 @@ impl EventStream {
         let slot = parts.slot.slot.clone();
         let state = StreamState {
             parts,
-            // Grown on first use: idle streams keep no buffers.
-            batch: Vec::new(),
-            pieces: Vec::new(),
             wait: None,
             last_chunk_us: 0,
             last_gap_us: u64::MAX,
@@ -220,13 +215,13 @@ impl StreamState {
             return Poll::Pending;
         }
 
-        let pieces = &mut this.pieces;
-        pieces.clear();
+        // Buffers of the thread, not of the stream: idle streams keep none.
+        let mut scratch = Scratch::take();
+        let Scratch { batch, pieces } = &mut *scratch;
         let preface = std::mem::take(&mut this.parts.preface);
         if !preface.is_empty() {
             pieces.push(preface);
         }
-        this.batch.clear();
         // A replay fed from the engine's log comes first, page by page, each
         // drawn from the server-wide replay pace like a replay from history.
         let fed = match (&mut this.parts.replay_feed, &this.parts.replay) {
@@ -289,7 +284,7 @@ impl StreamState {
             match this
                 .parts
                 .subscription
-                .poll_recv_many(&mut broker_cx, &mut this.batch, limit)
+                .poll_recv_many(&mut broker_cx, batch, limit)
             {
                 Poll::Ready(Ok(_)) | Poll::Pending => {}
                 Poll::Ready(Err(RecvError::Lagged)) => this.ending = Some(DropReason::Lagged),
@@ -299,7 +294,7 @@ impl StreamState {
                 }
             }
             if let Some(replay) = &this.parts.replay {
-                replay.pace().give_back(limit - this.batch.len().min(limit));
+                replay.pace().give_back(limit - batch.len().min(limit));
             }
         }
         // Only a drain can end a replay: a paced poll (limit 0) skips the
@@ -307,12 +302,10 @@ impl StreamState {
         if limit > 0 && this.parts.replay.is_some() && !this.parts.subscription.is_replaying() {
             this.parts.replay = None; // Caught up: live now.
         }
-        if !this.batch.is_empty() {
-            this.record_batch(clock::now_us());
-            let pieces = &mut this.pieces;
-            pieces.extend(this.batch.drain(..).map(|m| m.payload().bytes.clone()));
+        if !batch.is_empty() {
+            this.record_batch(batch, clock::now_us());
+            pieces.extend(batch.drain(..).map(|m| m.payload().bytes.clone()));
         }
-        let pieces = &mut this.pieces;
         if slot.heartbeat_due.swap(false, Relaxed) && pieces.is_empty() {
             pieces.push(Bytes::from_static(HEARTBEAT));
         }
@@ -343,14 +336,18 @@ impl StreamState {
     }
 
     /// The least time between two writes now: the write delay, else the
-    /// busy delay for a stream whose last two writes were closer than
-    /// twice it, else zero.
+    /// busy delay for a busy stream, else zero.
     fn delay(&self) -> Duration {
-        let busy = self.parts.busy_write_delay;
         match self.parts.write_delay {
-            none if none.is_zero() && self.last_gap_us < 2 * busy.as_micros() as u64 => busy,
+            none if none.is_zero() && self.is_busy() => self.parts.busy_write_delay,
             delay => delay,
         }
+    }
+
+    /// True for a stream whose last two writes were closer than twice the
+    /// busy delay.
+    fn is_busy(&self) -> bool {
+        self.last_gap_us < 2 * self.parts.busy_write_delay.as_micros() as u64
     }
 
     /// How long a live stream must still wait before its next write.
@@ -371,16 +368,14 @@ impl StreamState {
     }
 
     /// Counts the messages of `batch` as delivered at `now`.
-    fn record_batch(&self, now: u64) {
+    fn record_batch(&self, batch: &[SharedMessage<Frame>], now: u64) {
         let metrics = &self.parts.metrics;
         metrics.record_latencies(
-            self.batch
+            batch
                 .iter()
                 .map(|m| Duration::from_micros(now.saturating_sub(m.payload().published_us))),
         );
-        metrics
-            .delivered
-            .fetch_add(self.batch.len() as u64, Relaxed);
+        metrics.delivered.fetch_add(batch.len() as u64, Relaxed);
     }
 
     /// Notes that a chunk went out (for the watchdog and the delays).
@@ -407,10 +402,21 @@ impl StreamState {
     /// A direct write (see [`super::direct`]): drains what waits and
     /// writes it to the attached socket as chunks, until the queue is
     /// empty (`waker` is then left with the broker: true). False when the
-    /// task must run instead: the stream is not idle and live, a delay is
-    /// due, the subscription lagged or closed, or the socket did not take
-    /// a whole chunk (its rest is the writer's next bytes).
-    pub(super) fn write_direct(&mut self, waker: &Waker, slot: &StreamSlot) -> bool {
+    /// task must run instead: the stream is not idle and live, it is busy
+    /// or a delay is due, the subscription lagged or closed, or the socket
+    /// did not take a whole chunk (its rest is the writer's next bytes).
+    ///
+    /// With [`Writes::Calm`] (a publish of one message), a busy stream is
+    /// left to its task even once its delay has passed: the task runs a
+    /// little later than a publisher would write, with more messages
+    /// waiting by then (written at once, 100 streams of one busy topic
+    /// took 20-25 % fewer deliveries a second at 20-45 % more CPU each).
+    pub(super) fn write_direct(
+        &mut self,
+        waker: &Waker,
+        slot: &StreamSlot,
+        writes: Writes,
+    ) -> bool {
         let Some(fd) = self.socket else {
             return false;
         };
@@ -421,36 +427,38 @@ impl StreamState {
         if slot.expired.load(Relaxed) {
             return false;
         }
+        let mut scratch = Scratch::take();
+        let batch = &mut scratch.batch;
         for _ in 0..DIRECT_ROUNDS {
             let now = clock::now_us();
             let delay = self.delay();
-            if self.delay_left_at(delay, now).is_some() {
-                return false; // The task waits it out.
+            let busy = self.parts.write_delay.is_zero() && self.is_busy();
+            if (busy && writes == Writes::Calm) || self.delay_left_at(delay, now).is_some() {
+                return false; // The task waits, then writes what piled up.
             }
-            self.batch.clear();
+            batch.clear();
             let subscription = &mut self.parts.subscription;
-            let listening =
-                match subscription.recv_many_then_listen(waker, &mut self.batch, DRAIN_BATCH) {
-                    // Never an empty chunk: in chunked coding it ends the body.
-                    Ok((0, listening)) => return listening,
-                    Ok((_, listening)) => listening,
-                    Err(_) => return false,
-                };
-            self.record_batch(now);
+            let listening = match subscription.recv_many_then_listen(waker, batch, DRAIN_BATCH) {
+                // Never an empty chunk: in chunked coding it ends the body.
+                Ok((0, listening)) => return listening,
+                Ok((_, listening)) => listening,
+                Err(_) => return false,
+            };
+            self.record_batch(batch, now);
             let mut size = [0u8; 18];
-            let len = self.batch.iter().map(|m| m.payload().bytes.len()).sum();
+            let len = batch.iter().map(|m| m.payload().bytes.len()).sum();
             let size_len = crate::conn::chunk_size_line(len, &mut size);
-            let frames = self.batch.iter().map(|m| &m.payload().bytes[..]);
+            let frames = batch.iter().map(|m| &m.payload().bytes[..]);
             let chunk = std::iter::once(&size[..size_len])
                 .chain(frames)
                 .chain(std::iter::once(&b"\r\n"[..]));
             let rest = write_parts(fd, chunk);
-            self.batch.clear();
+            batch.clear();
             self.parts.metrics.direct_writes.fetch_add(1, Relaxed);
             self.wrote_chunk_at(delay, now);
             if !rest.is_empty() {
                 self.parts.metrics.direct_short_writes.fetch_add(1, Relaxed);
-                self.tail = Some(Bytes::from(rest));
+                self.tail = Some(rest.into_boxed_slice());
                 return false;
             }
             if listening {
@@ -458,6 +466,50 @@ impl StreamState {
             }
         }
         false
+    }
+}
+
+/// Buffers for one poll or one direct write, kept by the thread (a poll
+/// never runs inside another, and a direct write never inside a poll): a
+/// stream keeps none between writes. Given back, emptied, when dropped.
+#[derive(Default)]
+struct Scratch {
+    batch: Vec<SharedMessage<Frame>>,
+    pieces: Vec<Bytes>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+impl Scratch {
+    /// The thread's buffers (fresh ones if they are in use).
+    fn take() -> ScratchGuard {
+        ScratchGuard(SCRATCH.take())
+    }
+}
+
+/// [`Scratch`] on loan from the thread.
+struct ScratchGuard(Scratch);
+
+impl std::ops::Deref for ScratchGuard {
+    type Target = Scratch;
+    fn deref(&self) -> &Scratch {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ScratchGuard {
+    fn deref_mut(&mut self) -> &mut Scratch {
+        &mut self.0
+    }
+}
+
+impl Drop for ScratchGuard {
+    fn drop(&mut self) {
+        self.0.batch.clear();
+        self.0.pieces.clear();
+        SCRATCH.set(std::mem::take(&mut self.0));
     }
 }
 

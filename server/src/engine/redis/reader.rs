@@ -22,7 +22,10 @@ use super::{
     read_state,
     scripts::{BUMP_SCRIPT, meta_key},
 };
-use crate::engine::{Hub, clock};
+use crate::{
+    engine::{Hub, clock},
+    stream::direct::Writes,
+};
 
 /// A read whose entries were queued for at least this many streams (each
 /// entry counted once per stream) is followed by
@@ -312,7 +315,8 @@ pub(super) fn feed(
             }
         }
     }
-    let fed = crate::stream::direct::waking(runtime, |wakes| {
+    // A read's entries are a batch: busy streams are written here too.
+    let fed = crate::stream::direct::waking(Writes::Any, runtime, |wakes| {
         hub.feed_deferred(&log_entries, clock::now_us(), wakes)
     });
     if fed.gaps > 0 {
