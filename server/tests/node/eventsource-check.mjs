@@ -48,7 +48,9 @@ function open(url, types, onEvent) {
 const types = ['tidings.connected', 'tidings.gap', 'message', 'status', 'order.updated'];
 const url = `${base}/events?topic=${encodeURIComponent(topic)}&topic=${encodeURIComponent(`${topic}:>`)}`;
 
-// 1. Live delivery of every message, in order, with ids and types.
+// 1. Live delivery of every message, in order, with ids and types. The
+// events may arrive before the publish is answered (the publisher writes
+// waiting streams itself): wait for both.
 const live = await new Promise((resolve) => {
   const got = [];
   let ids;
@@ -59,7 +61,7 @@ const live = await new Promise((resolve) => {
       // The first frame's id is a resume point (a stream cut before its
       // first message resumes from it): EventSource must expose it.
       if (!/^[0-9a-z]+-\d+$/.test(event.lastEventId)) fail(`tidings.connected must carry a resumable id, got '${event.lastEventId}'`);
-      ids = await publish(messages);
+      ids = publish(messages);
       return;
     }
     got.push({ type, data: event.data, id: event.lastEventId });
@@ -69,6 +71,7 @@ const live = await new Promise((resolve) => {
     }
   });
 });
+live.ids = await live.ids;
 live.got.forEach((g, i) => {
   const want = messages[i];
   if (g.type !== (want.type ?? 'message')) fail(`event ${i}: type ${g.type}`);
