@@ -301,10 +301,9 @@ async fn answer(
     // Publishers may write to a cleartext socket while the stream lasts;
     // the guard ends that before the socket can close or serve another
     // request.
-    let fd = io.get_mut().get_ref().plain_fd().filter(|_| direct);
-    let handle = handle.filter(|_| fd.is_some());
-    let _attached = handle.as_ref().zip(fd).map(|(h, fd)| h.attach(fd));
-    let ended = stream(io, body, closing, handle.as_ref()).await?;
+    let direct = handle.zip(io.get_mut().get_ref().plain_fd().filter(|_| direct));
+    let _attached = direct.as_ref().map(|(handle, fd)| handle.attach(*fd));
+    let ended = stream(io, body, closing, direct.as_ref().map(|(handle, _)| handle)).await?;
     drop(in_flight);
     Ok(ended)
 }

@@ -338,24 +338,26 @@ impl StreamState {
     /// The least time between two writes now: the write delay, else the
     /// busy delay for a busy stream, else zero.
     fn delay(&self) -> Duration {
-        match self.parts.write_delay {
-            none if none.is_zero() && self.is_busy() => self.parts.busy_write_delay,
-            delay => delay,
+        if self.is_busy() {
+            self.parts.busy_write_delay
+        } else {
+            self.parts.write_delay
         }
     }
 
-    /// True for a stream whose last two writes were closer than twice the
-    /// busy delay.
+    /// True, without a write delay, for a stream whose last two writes
+    /// were closer than twice the busy delay.
     fn is_busy(&self) -> bool {
-        self.last_gap_us < 2 * self.parts.busy_write_delay.as_micros() as u64
+        self.parts.write_delay.is_zero()
+            && self.last_gap_us < 2 * self.parts.busy_write_delay.as_micros() as u64
     }
 
-    /// How long a live stream must still wait before its next write.
+    /// How long a live stream must still wait before its next write (no
+    /// clock read for streams without a delay).
     fn delay_left(&self, delay: Duration) -> Option<Duration> {
-        if delay.is_zero() {
-            return None; // No clock read for streams without a delay.
-        }
-        self.delay_left_at(delay, clock::now_us())
+        (!delay.is_zero())
+            .then(|| self.delay_left_at(delay, clock::now_us()))
+            .flatten()
     }
 
     /// [`delay_left`](Self::delay_left) at `now` (µs, [`clock::now_us`]).
@@ -378,19 +380,25 @@ impl StreamState {
         metrics.delivered.fetch_add(batch.len() as u64, Relaxed);
     }
 
+    /// True when a delay may apply, so writes are timed.
+    fn keeps_time(&self, delay: Duration) -> bool {
+        !delay.is_zero() || !self.parts.busy_write_delay.is_zero()
+    }
+
     /// Notes that a chunk went out (for the watchdog and the delays).
     fn wrote_chunk(&mut self, delay: Duration) {
-        if !delay.is_zero() || !self.parts.busy_write_delay.is_zero() {
-            self.wrote_chunk_at(delay, clock::now_us());
+        let now = if self.keeps_time(delay) {
+            clock::now_us()
         } else {
-            self.parts.slot.slot.wrote.store(true, Relaxed);
-        }
+            0
+        };
+        self.wrote_chunk_at(delay, now);
     }
 
     /// [`wrote_chunk`](Self::wrote_chunk) at `now` (µs, [`clock::now_us`]).
     fn wrote_chunk_at(&mut self, delay: Duration, now: u64) {
         self.parts.slot.slot.wrote.store(true, Relaxed);
-        if !delay.is_zero() || !self.parts.busy_write_delay.is_zero() {
+        if self.keeps_time(delay) {
             let now = now.max(1);
             if self.last_chunk_us != 0 {
                 self.last_gap_us = now.saturating_sub(self.last_chunk_us);
@@ -432,8 +440,8 @@ impl StreamState {
         for _ in 0..DIRECT_ROUNDS {
             let now = clock::now_us();
             let delay = self.delay();
-            let busy = self.parts.write_delay.is_zero() && self.is_busy();
-            if (busy && writes == Writes::Calm) || self.delay_left_at(delay, now).is_some() {
+            let busy = self.is_busy() && writes == Writes::Calm;
+            if busy || self.delay_left_at(delay, now).is_some() {
                 return false; // The task waits, then writes what piled up.
             }
             batch.clear();
